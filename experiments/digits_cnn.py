@@ -1,0 +1,65 @@
+"""A small CNN on the embedded handwritten digits; needs no network, about a minute on 2 CPU cores.
+
+    python -m recog.main --experiment=digits_cnn --workdir=workdirs/digits_cnn
+    python -m recog.eval --workdir=workdirs/digits_cnn --once
+
+Data: scikit-learn's 1,797 real 8x8 scans (the `digits` dataset; train 1,437, test 360, fixed split
+by index). Model: `small_cnn` with widths (32, 64), 0.07M parameters. 600 steps of batch 128
+(about 53 epochs), SGD with Nesterov momentum, cosine schedule, random 1-pixel shifts.
+
+Expect about 99% test accuracy (at least 98%) in well under 2 minutes on a 2-core CPU, compile
+included. Variant `quick` trains 60 steps for smoke tests (about 90%).
+"""
+
+import ml_collections
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.num_steps = 600
+    config.batch_size = 128
+    config.eval_batch_size = 360
+    config.label_smoothing = 0.0
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "digits"
+    config.data.train_split = "train"
+    config.data.eval_split = "test"
+    config.data.train_pipeline = "pad_crop(1)"
+    config.data.eval_pipeline = ""
+    config.data.mean = (0.5,)
+    config.data.std = (0.5,)
+    config.data.cache = True
+    config.data.data_dir = ml_collections.config_dict.placeholder(str)
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "small_cnn"
+    config.model.widths = (32, 64)
+    config.model.dtype = "float32"
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "sgd"
+    config.optimizer.lr = 0.1
+    config.optimizer.momentum = 0.9
+    config.optimizer.nesterov = True
+    config.optimizer.weight_decay = 5e-4
+
+    config.schedule = ml_collections.ConfigDict()
+    config.schedule.name = "cosine"
+    config.schedule.warmup_steps = 30
+
+    config.log_every = 50
+    config.eval_every = 200
+    config.checkpoint_every = 200
+    config.keep_checkpoints = 3
+
+    if variant == "quick":
+        config.num_steps = 60
+        config.schedule.warmup_steps = 5
+        config.log_every = 10
+        config.eval_every = 30
+        config.checkpoint_every = 30
+    elif variant:
+        raise ValueError(f"unknown variant {variant!r}; variants: quick")
+    return config

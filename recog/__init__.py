@@ -1,0 +1,20 @@
+"""recog: image recognition with convolutional networks in JAX.
+
+The public API for plugins is the registries:
+
+    from recog import MODELS
+
+    @MODELS.register("my_net")
+    def my_net(num_classes, *, in_channels, rngs, **config_model_keys): ...
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow is only our tf.data engine.
+
+from recog.registry import AUGMENTATIONS, DATASETS, MODELS, Registry  # noqa: E402, I001
+from recog import augment, data, models  # noqa: E402, F401  (registers the built-ins)
+from recog.data.sources import TfdsSource  # noqa: E402
+from recog.errors import UserError  # noqa: E402
+
+__all__ = ["AUGMENTATIONS", "DATASETS", "MODELS", "Registry", "TfdsSource", "UserError"]

@@ -1,0 +1,60 @@
+"""Preprocessing pipelines written as strings: `"resize(36)|pad_crop(4)|flip_lr"`.
+
+Each `|`-separated op is a registered augmentation name, optionally called with literal arguments.
+A registered augmentation is a factory `f(*args, **kwargs) -> op` where `op(image, seed)` maps an
+HxWxC image tensor and a stateless seed (int64[2]) to an image. Every random choice comes from the
+seed, so a pipeline's output is a pure function of (image, seed): resumed runs see the same data.
+"""
+
+import ast
+from collections.abc import Callable
+
+import tensorflow as tf
+
+from recog.errors import UserError
+from recog.registry import AUGMENTATIONS
+
+Op = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+
+def _literal(node: ast.AST, op_text: str):
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        raise UserError(f"augmentation {op_text!r}: arguments must be literals.") from None
+
+
+def parse_op(text: str) -> Op:
+    text = text.strip()
+    try:
+        node = ast.parse(text, mode="eval").body
+    except SyntaxError:
+        raise UserError(f"cannot parse augmentation {text!r}; write name or name(args).") from None
+    if isinstance(node, ast.Name):
+        name, args, kwargs = node.id, [], {}
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        name = node.func.id
+        args = [_literal(a, text) for a in node.args]
+        kwargs = {k.arg: _literal(k.value, text) for k in node.keywords}
+    else:
+        raise UserError(f"cannot parse augmentation {text!r}; write name or name(args).")
+    factory = AUGMENTATIONS.get(name)
+    try:
+        return factory(*args, **kwargs)
+    except TypeError as e:
+        raise UserError(f"augmentation {text!r}: {e}") from None
+
+
+def parse(spec: str) -> list[Op]:
+    return [parse_op(part) for part in spec.split("|") if part.strip()]
+
+
+def apply(ops: list[Op], image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Runs the ops in order, each with its own seed; returns uint8 for a cheap host->device copy."""
+    if ops:
+        seeds = tf.random.experimental.stateless_split(seed, len(ops))
+        for i, op in enumerate(ops):
+            image = op(image, seeds[i])
+    if image.dtype != tf.uint8:
+        image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    return image

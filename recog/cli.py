@@ -1,0 +1,48 @@
+"""What the binaries share: absl flag parsing that sets aside `--config.*` overrides, and turning
+a UserError into one line on stderr (exit status 2) instead of a traceback."""
+
+import logging
+import sys
+from collections.abc import Callable
+
+from absl import app, flags
+from absl import logging as absl_logging
+
+from recog.errors import UserError
+
+CONFIG_PREFIX = "--config."
+config_overrides: list[str] = []  # `a.b=value` strings from the command line
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    rest = [arg for arg in argv if not arg.startswith(CONFIG_PREFIX)]
+    config_overrides[:] = [arg[len(CONFIG_PREFIX) :] for arg in argv if arg not in rest]
+    try:
+        return flags.FLAGS(rest)
+    except flags.Error as e:
+        sys.stderr.write(f"error: {e}\nRun with --helpfull for the flags.\n")
+        sys.exit(2)
+
+
+class _QuietLibraries(logging.Filter):
+    """Orbax, TFDS and JAX log every save and read at INFO; keep their warnings, drop the chatter
+    so that the progress lines stay readable."""
+
+    NOISY = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not any(
+            part in record.pathname for part in self.NOISY
+        )
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+    def guarded(argv: list[str]) -> None:
+        try:
+            main(argv)
+        except UserError as e:
+            sys.stderr.write(f"error: {e}\n")
+            sys.exit(2)
+
+    absl_logging.get_absl_handler().addFilter(_QuietLibraries())
+    app.run(guarded, flags_parser=_parse_flags)

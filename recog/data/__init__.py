@@ -1,0 +1,46 @@
+"""Dataset sources and input pipelines; importing this package registers the built-in datasets."""
+
+import ml_collections
+import tensorflow as tf
+
+from recog.data import digits  # noqa: F401
+from recog.data.pipeline import eval_batches, train_batches
+from recog.data.sources import TfdsSource
+from recog.errors import UserError
+from recog.registry import DATASETS
+
+# tf.data runs on the host; keep TensorFlow off any accelerator JAX is using.
+tf.config.set_visible_devices([], "GPU")
+
+# config.data keys the pipeline reads; every other key goes to the dataset's factory.
+PIPELINE_KEYS = (
+    "name",
+    "train_split",
+    "eval_split",
+    "train_pipeline",
+    "eval_pipeline",
+    "mean",
+    "std",
+    "cache",
+)
+
+
+def make_source(data_config: ml_collections.ConfigDict) -> TfdsSource:
+    """The registered dataset named by data_config.name, prepared and ready to read."""
+    kwargs = {k: v for k, v in data_config.items() if k not in PIPELINE_KEYS}
+    factory = DATASETS.get(data_config.name)
+    try:
+        source = factory(**kwargs)
+    except TypeError as e:
+        raise UserError(f"dataset {data_config.name!r} rejected config.data: {e}") from None
+    source.prepare()
+    for split in (data_config.train_split, data_config.eval_split):
+        source.check_split(split)
+    return source
+
+
+def image_channels(source: TfdsSource) -> int:
+    return source.builder.info.features[source.image_key].shape[-1]
+
+
+__all__ = ["TfdsSource", "eval_batches", "image_channels", "make_source", "train_batches"]

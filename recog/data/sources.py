@@ -1,0 +1,57 @@
+"""A dataset source: a TFDS builder plus what the trainer needs to know about it."""
+
+import dataclasses
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from recog.errors import UserError
+
+
+@dataclasses.dataclass
+class TfdsSource:
+    """Any TFDS dataset with an image feature and a ClassLabel feature.
+
+    Every source in recog ends as one of these, so every dataset takes the same path into training.
+    """
+
+    builder: tfds.core.DatasetBuilder
+    image_key: str = "image"
+    label_key: str = "label"
+
+    def prepare(self) -> None:
+        """Runs TFDS's download_and_prepare once; a no-op when the data directory already has it."""
+        if not self.builder.is_prepared():
+            self.builder.download_and_prepare()
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.builder.info.features[self.label_key].names)
+
+    @property
+    def num_classes(self) -> int:
+        return self.builder.info.features[self.label_key].num_classes
+
+    def num_examples(self, split: str) -> int:
+        return self.builder.info.splits[split].num_examples
+
+    def check_split(self, split: str) -> None:
+        try:
+            self.num_examples(split)
+        except (KeyError, ValueError) as e:
+            known = ", ".join(self.builder.info.splits.keys())
+            raise UserError(
+                f"dataset {self.builder.name!r} has no split {split!r} ({e}); its splits: {known}."
+            ) from None
+
+    def read(self, split: str) -> tf.data.Dataset:
+        """Examples of `split` in a fixed order, as {"image": uint8 HxWxC, "label": int64}."""
+        ds = self.builder.as_dataset(
+            split=split,
+            shuffle_files=False,
+            read_config=tfds.ReadConfig(add_tfds_id=False, try_autocache=False),
+        )
+        return ds.map(
+            lambda ex: {"image": ex[self.image_key], "label": ex[self.label_key]},
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )

@@ -1,0 +1,151 @@
+"""Experiments: `--experiment=NAME[:variant]` -> `experiments/NAME.py`'s `get_config(variant)`.
+
+Overrides use the dotted keys of the resulting ConfigDict: `--config.optimizer.lr=0.05`.
+A key that does not exist, or a value of the wrong type, is an error that names the key.
+"""
+
+import ast
+import difflib
+import importlib.util
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import ml_collections
+
+from recog.errors import UserError, unknown_name_message
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+
+
+def available() -> list[str]:
+    if not EXPERIMENTS_DIR.is_dir():
+        return []
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.py") if not p.name.startswith("_"))
+
+
+def _experiment_path(name: str) -> Path:
+    if name.endswith(".py") or "/" in name:
+        path = Path(name)
+        if not path.is_file():
+            raise UserError(f"experiment file {name!r} does not exist.")
+        return path
+    path = EXPERIMENTS_DIR / f"{name}.py"
+    if not path.is_file():
+        raise UserError(unknown_name_message("experiment", name, available()))
+    return path
+
+
+def describe(name: str) -> str:
+    """First line of an experiment's docstring, for `--list`."""
+    module = _load_module(_experiment_path(name))
+    return (module.__doc__ or "").strip().split("\n")[0]
+
+
+def _load_module(path: Path):
+    spec = importlib.util.spec_from_file_location(f"recog_experiment_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise UserError(f"experiment file {str(path)!r} has no get_config() function.")
+    return module
+
+
+def load(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
+    """Resolves `NAME[:variant]` plus `key=value` overrides into a locked ConfigDict.
+
+    The result carries `experiment` (the spec as given) so a work directory says what made it.
+    """
+    name, _, variant = spec.partition(":")
+    module = _load_module(_experiment_path(name))
+    try:
+        config = module.get_config(variant) if variant else module.get_config()
+    except (KeyError, ValueError) as e:
+        raise UserError(f"experiment {name!r} rejected variant {variant!r}: {e}") from e
+    with config.unlocked():
+        config.experiment = spec
+    apply_overrides(config, overrides)
+    config.lock()
+    return config
+
+
+def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, ml_collections.ConfigDict):
+            keys.extend(flat_keys(value, path + "."))
+        else:
+            keys.append(path)
+    return keys
+
+
+def _parse_value(key: str, text: str, current):
+    def bad(expected: str) -> UserError:
+        return UserError(f"config key {key!r} expects {expected}, got {text!r}.")
+
+    if isinstance(current, bool):
+        lowered = text.lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise bad("true or false")
+    if isinstance(current, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise bad("an integer") from None
+    if isinstance(current, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise bad("a number") from None
+    if isinstance(current, str):
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        if current is not None:
+            raise bad(f"a Python literal of type {type(current).__name__}") from None
+        return text
+    if current is not None and not isinstance(value, type(current)):
+        if isinstance(current, tuple | list) and isinstance(value, tuple | list):
+            return type(current)(value)
+        raise bad(f"a value of type {type(current).__name__}")
+    return value
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> None:
+    """Applies `a.b.c=value` strings. Unknown keys and badly typed values raise UserError."""
+    known = flat_keys(config)
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep:
+            raise UserError(f"config override {override!r} needs the form key=value.")
+        if key not in known:
+            group = key.rpartition(".")[0]
+            close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            siblings = [k for k in known if k.rpartition(".")[0] == group]
+            listing = ", ".join(siblings if group and siblings else known)
+            raise UserError(f"unknown config key {key!r}.{hint} Keys here: {listing}.")
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        value = _parse_value(key, text, node[leaf])
+        try:
+            node[leaf] = value
+        except TypeError as e:
+            raise UserError(f"config key {key!r} cannot take {text!r}: {e}") from None
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict(json.loads(text))
+    config.lock()
+    return config

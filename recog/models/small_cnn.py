@@ -1,0 +1,53 @@
+"""A small plain CNN for quick runs and small images (digits, CIFAR-sized inputs)."""
+
+from collections.abc import Sequence
+
+import jax.numpy as jnp
+from flax import nnx
+
+from recog.registry import MODELS
+
+
+class SmallCNN(nnx.Module):
+    """Stages of two 3x3 conv-BN-ReLU layers, 2x2 max-pooling between stages, global average pool.
+
+    With widths (32, 64, 128) it has about 0.29M parameters.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        in_channels: int = 3,
+        widths: Sequence[int] = (32, 64, 128),
+        dtype: str = "float32",
+        rngs: nnx.Rngs,
+    ):
+        self.dtype = jnp.dtype(dtype)
+        convs, norms = [], []
+        channels = in_channels
+        for width in widths:
+            for _ in range(2):
+                convs.append(
+                    nnx.Conv(channels, width, (3, 3), use_bias=False, dtype=self.dtype, rngs=rngs)
+                )
+                norms.append(nnx.BatchNorm(width, momentum=0.9, dtype=self.dtype, rngs=rngs))
+                channels = width
+        self.convs = nnx.List(convs)
+        self.norms = nnx.List(norms)
+        self.num_stages = len(widths)
+        self.head = nnx.Linear(channels, num_classes, dtype=self.dtype, rngs=rngs)
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        x = x.astype(self.dtype)
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
+            x = nnx.relu(norm(conv(x)))
+            if i % 2 == 1 and i // 2 < self.num_stages - 1:
+                x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+        x = x.mean(axis=(1, 2))
+        return self.head(x).astype(jnp.float32)
+
+
+@MODELS.register("small_cnn")
+def small_cnn(num_classes: int, *, rngs: nnx.Rngs, **kwargs) -> SmallCNN:
+    return SmallCNN(num_classes, rngs=rngs, **kwargs)

@@ -1,0 +1,115 @@
+"""Loads plugins: modules that add models, datasets or augmentations to the registries.
+
+Three sources, in this order:
+  1. every module in the repository's `plugins/` folder (`*.py` files and packages);
+  2. the `--plugins=` flag: dotted module names or paths to `.py` files, comma-separated;
+  3. installed distributions that declare an entry point in the group `recog.plugins`, e.g.
+         [project.entry-points."recog.plugins"]
+         my_models = "my_package.models"
+     An entry point may name a module (importing it registers things) or a callable (called once).
+
+A plugin only imports `recog` and calls `MODELS.register(...)` and friends; recog never imports a
+plugin by name.
+"""
+
+import importlib
+import importlib.metadata
+import importlib.util
+import sys
+import traceback
+from pathlib import Path
+
+from recog.errors import UserError
+
+ENTRY_POINT_GROUP = "recog.plugins"
+REPO_PLUGINS_DIR = Path(__file__).resolve().parent.parent / "plugins"
+
+_loaded: dict[str, str] = {}  # key (path or module name) -> where it came from
+
+
+class PluginError(UserError):
+    pass
+
+
+def _fail(name: str, source: str, error: BaseException) -> PluginError:
+    frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+    where = f" (at {frame.filename}:{frame.lineno})" if frame else ""
+    return PluginError(
+        f"plugin {name!r} from {source} failed to load: {type(error).__name__}: {error}{where}"
+    )
+
+
+def load_file(path: str | Path, source: str = "--plugins") -> None:
+    path = Path(path).resolve()
+    if str(path) in _loaded:
+        return
+    if not path.exists():
+        raise PluginError(f"plugin file {str(path)!r} named by {source} does not exist.")
+    target = path / "__init__.py" if path.is_dir() else path
+    module_name = f"recog_plugin_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, target)
+    if spec is None or spec.loader is None:
+        raise PluginError(f"plugin {str(path)!r} from {source} is not a Python module.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        del sys.modules[module_name]
+        raise _fail(str(path), source, e) from e
+    _loaded[str(path)] = source
+
+
+def load_module(name: str, source: str = "--plugins") -> None:
+    if name in _loaded:
+        return
+    try:
+        importlib.import_module(name)
+    except Exception as e:
+        raise _fail(name, source, e) from e
+    _loaded[name] = source
+
+
+def load_repo_folder(folder: Path = REPO_PLUGINS_DIR) -> None:
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.iterdir()):
+        is_module = path.suffix == ".py" and not path.name.startswith("_")
+        is_package = path.is_dir() and (path / "__init__.py").exists()
+        if is_module or is_package:
+            load_file(path, source=f"the plugins folder {folder}")
+
+
+def load_entry_points() -> None:
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        key = f"entry-point:{entry_point.value}"
+        if key in _loaded:
+            continue
+        dist = getattr(entry_point, "dist", None)
+        source = f"entry point {entry_point.name!r}" + (f" of package {dist.name}" if dist else "")
+        try:
+            loaded = entry_point.load()
+            if callable(loaded):
+                loaded()
+        except Exception as e:
+            raise _fail(entry_point.value, source, e) from e
+        _loaded[key] = source
+
+
+def load_all(extra: str | list[str] | None = None) -> None:
+    """Loads every plugin source. `extra` is the `--plugins` value: modules or .py paths."""
+    load_repo_folder()
+    if isinstance(extra, str):
+        extra = [p for p in extra.split(",") if p.strip()]
+    for item in extra or []:
+        item = item.strip()
+        if item.endswith(".py") or "/" in item or Path(item).is_dir():
+            load_file(item)
+        else:
+            load_module(item)
+    load_entry_points()
+
+
+def loaded() -> dict[str, str]:
+    """What was loaded so far, with where each came from (for `--list`)."""
+    return dict(_loaded)
