@@ -116,6 +116,18 @@ def _parse_value(key: str, text: str, current):
     return value
 
 
+def _unknown_key_message(key: str, known: list[str]) -> str:
+    group, _, leaf = key.rpartition(".")
+    siblings = [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == group]
+    if group and not siblings:
+        return unknown_name_message("config key", key, known)
+    close = difflib.get_close_matches(leaf, siblings, n=3, cutoff=0.6)
+    prefix = f"{group}." if group else ""
+    hint = f"; did you mean {' or '.join(repr(prefix + c) for c in close)}?" if close else "."
+    where = f"under {group!r}" if group else "at the top level"
+    return f"unknown config key {key!r}{hint} Keys {where}: {', '.join(sorted(siblings))}."
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> None:
     """Applies `a.b.c=value` strings. Unknown keys and badly typed values raise UserError."""
     known = flat_keys(config)
@@ -124,12 +136,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
         if not sep:
             raise UserError(f"config override {override!r} needs the form key=value.")
         if key not in known:
-            group = key.rpartition(".")[0]
-            close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
-            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            siblings = [k for k in known if k.rpartition(".")[0] == group]
-            listing = ", ".join(siblings if group and siblings else known)
-            raise UserError(f"unknown config key {key!r}.{hint} Keys here: {listing}.")
+            raise UserError(_unknown_key_message(key, known))
         *parents, leaf = key.split(".")
         node = config
         for part in parents:

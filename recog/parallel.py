@@ -9,10 +9,15 @@ from recog.errors import UserError
 DATA_AXIS = "data"
 
 
-def make_mesh() -> Mesh:
-    """A 1-D mesh over every device of every process, with classic (Auto) sharding propagation."""
+def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh over `devices` (default: every device of every process).
+
+    Auto axis types keep classic jit sharding propagation: the model code needs no sharding
+    annotations, and reductions over the batch (BatchNorm, the loss) are global.
+    """
+    devices = devices or jax.devices()
     return jax.make_mesh(
-        (jax.device_count(),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,)
+        (len(devices),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
     )
 
 

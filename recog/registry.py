@@ -28,14 +28,12 @@ class Registry:
 
         def add(obj: Any) -> Any:
             key = name or obj.__name__
-            if key in self._entries:
-                existing = self._entries[key]
-                # Importing the same definition twice (e.g. a plugin reloaded) is harmless.
-                if _origin(existing) != _origin(obj):
-                    raise UserError(
-                        f"{self.kind} {key!r} is already registered by {_origin(existing)}; "
-                        f"{_origin(obj)} must use another name."
-                    )
+            existing = self._entries.get(key)
+            if existing is not None and existing is not obj:
+                raise UserError(
+                    f"{self.kind} {key!r} is already registered by {_origin(existing)}; "
+                    f"{_origin(obj)} must use another name."
+                )
             self._entries[key] = obj
             return obj
 

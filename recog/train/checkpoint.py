@@ -54,7 +54,7 @@ def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
 
 def _identity(config: ml_collections.ConfigDict) -> dict[str, str]:
     return {
-        "experiment": config.experiment.partition(":")[0],
+        "experiment": Path(config.experiment.partition(":")[0]).stem,
         "model": config.model.name,
         "dataset": config.data.name,
     }
