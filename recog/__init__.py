@@ -12,9 +12,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow is only our tf.data engine.
 
-from recog.registry import AUGMENTATIONS, DATASETS, MODELS, Registry  # noqa: E402, I001
-from recog import augment, data, models  # noqa: E402, F401  (registers the built-ins)
-from recog.data.sources import TfdsSource  # noqa: E402
-from recog.errors import UserError  # noqa: E402
+from recog.registry import AUGMENTATIONS, DATASETS, MODELS, Registry  # noqa: I001
+from recog import augment, data, models  # noqa: F401  (registers the built-ins)
+from recog.data.sources import TfdsSource
+from recog.errors import UserError
 
 __all__ = ["AUGMENTATIONS", "DATASETS", "MODELS", "Registry", "TfdsSource", "UserError"]

@@ -1,8 +1,8 @@
 """Trains a model on a dataset as an experiment config says, resuming from the work directory.
 
-    python -m recog.main --experiment=digits_cnn --workdir=workdirs/digits
-    python -m recog.main --experiment=digits_cnn --config.optimizer.lr=0.05 --config.num_steps=200
-    python -m recog.main --list
+python -m recog.main --experiment=digits_cnn --workdir=workdirs/digits
+python -m recog.main --experiment=digits_cnn --config.optimizer.lr=0.05 --config.num_steps=200
+python -m recog.main --list
 """
 
 import time
@@ -48,8 +48,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     parallel.check_batch_size("config.batch_size", config.batch_size, mesh)
     parallel.check_batch_size("config.eval_batch_size", config.eval_batch_size, mesh)
     source = data.make_source(config.data)
-    checkpoint.claim_workdir(workdir, config)
     steps = build_steps(config, source.num_classes, data.image_channels(source), mesh)
+    checkpoint.claim_workdir(workdir, config)
 
     checkpoints = checkpoint.manager(workdir, keep=config.keep_checkpoints)
     latest = checkpoints.latest_step()

@@ -42,6 +42,5 @@ def check_batch_size(name: str, global_batch_size: int, mesh: Mesh) -> None:
 def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
     """This host's part of a batch -> global arrays sharded over the data axis of all hosts."""
     return {
-        key: jax.make_array_from_process_local_data(sharding, value)
-        for key, value in batch.items()
+        key: jax.make_array_from_process_local_data(sharding, value) for key, value in batch.items()
     }

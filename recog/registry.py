@@ -1,9 +1,9 @@
 """One Registry type for every kind of named thing: models, datasets, augmentations.
 
-    @MODELS.register("small_cnn")
-    def small_cnn(num_classes, *, rngs, **kwargs): ...
+@MODELS.register("small_cnn")
+def small_cnn(num_classes, *, rngs, **kwargs): ...
 
-    model = MODELS.get("small_cnn")(num_classes=10, rngs=nnx.Rngs(0))
+model = MODELS.get("small_cnn")(num_classes=10, rngs=nnx.Rngs(0))
 """
 
 from collections.abc import Callable, Iterator

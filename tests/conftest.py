@@ -11,12 +11,14 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 os.environ.setdefault("TFDS_DATA_DIR", tempfile.mkdtemp(prefix="recog-tfds-"))
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 
-import pytest  # noqa: E402
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_binary(module: str, *args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+def run_binary(
+    module: str, *args: str, timeout: float = 300, **kwargs
+) -> subprocess.CompletedProcess:
     """Runs `python -m recog.<module> args...` from the repository root; returns the result."""
     return subprocess.run(
         [sys.executable, "-m", f"recog.{module}", *args],

@@ -36,7 +36,9 @@ def test_train_stream_is_deterministic_and_resumes_exactly(digits_source):
 
 
 def test_each_epoch_visits_every_example_once(digits_source):
-    batches = take(data.train_batches(digits_source, "train", global_batch_size=479, pipeline="", seed=0), 6)
+    batches = take(
+        data.train_batches(digits_source, "train", global_batch_size=479, pipeline="", seed=0), 6
+    )
     images = np.concatenate([b["image"] for b in batches]).reshape(2, 1437, -1)
     for epoch in images:
         assert len({row.tobytes() for row in epoch}) == len({r.tobytes() for r in images[0]})
@@ -74,7 +76,10 @@ def test_augmentations_keep_shape_range_and_are_deterministic():
 def test_flip_depends_on_the_seed():
     image = tf.reshape(tf.cast(tf.range(16), tf.uint8), (4, 4, 1))
     ops = augment.parse("flip_lr")
-    outputs = {augment.apply(ops, image, tf.constant([0, i], tf.int64)).numpy().tobytes() for i in range(20)}
+    outputs = {
+        augment.apply(ops, image, tf.constant([0, i], tf.int64)).numpy().tobytes()
+        for i in range(20)
+    }
     assert len(outputs) == 2
 
 

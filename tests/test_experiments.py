@@ -46,7 +46,9 @@ def test_override_without_value():
 
 
 def test_unknown_experiment_and_variant():
-    with pytest.raises(UserError, match="unknown experiment 'digit_cnn'; did you mean 'digits_cnn'"):
+    with pytest.raises(
+        UserError, match="unknown experiment 'digit_cnn'; did you mean 'digits_cnn'"
+    ):
         experiments.load("digit_cnn")
     with pytest.raises(UserError, match="rejected variant 'huge'"):
         experiments.load("digits_cnn:huge")
@@ -71,5 +73,7 @@ def test_json_round_trip():
 
 
 def test_unknown_group_lists_all_keys():
-    with pytest.raises(UserError, match="unknown config key 'optimiser.lr'; did you mean 'optimizer.lr'"):
+    with pytest.raises(
+        UserError, match="unknown config key 'optimiser.lr'; did you mean 'optimizer.lr'"
+    ):
         experiments.load("digits_cnn", ["optimiser.lr=0.1"])

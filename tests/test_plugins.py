@@ -1,8 +1,8 @@
 import textwrap
 
 import pytest
-
 from conftest import run_binary
+
 from recog import AUGMENTATIONS, MODELS, plugins
 
 MODEL_PLUGIN = """
@@ -12,7 +12,8 @@ from recog import MODELS
 @MODELS.register("{name}")
 def build(num_classes, *, in_channels, rngs):
     \"\"\"A linear classifier on flattened pixels.\"\"\"
-    return nnx.Sequential(lambda x: x.reshape(x.shape[0], -1), nnx.Linear(64 * in_channels, num_classes, rngs=rngs))
+    flatten = lambda x: x.reshape(x.shape[0], -1)
+    return nnx.Sequential(flatten, nnx.Linear(64 * in_channels, num_classes, rngs=rngs))
 """
 
 
@@ -60,7 +61,9 @@ def test_entry_point_of_an_installed_distribution(tmp_path, monkeypatch):
 
 
 def test_entry_point_naming_a_callable_is_called(tmp_path, monkeypatch):
-    body = MODEL_PLUGIN.format(name="unused").replace("@MODELS.register", "def register():\n    MODELS.register('called_model')(build)\n#")
+    body = MODEL_PLUGIN.format(name="unused").replace(
+        "@MODELS.register", "def register():\n    MODELS.register('called_model')(build)\n#"
+    )
     make_distribution(tmp_path, "ep_callable", "ep_callable:register", body)
     monkeypatch.syspath_prepend(str(tmp_path))
     plugins.load_entry_points()
@@ -92,7 +95,14 @@ def test_list_shows_plugins_from_all_three_sources(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(site)}
     result = run_binary("main", "--list", f"--plugins={path}", env=env)
     assert result.returncode == 0, result.stderr
-    for expected in ("cli_path_model", "cli_ep_model", "solarize", "small_cnn", "digits", "digits_cnn"):
+    for expected in (
+        "cli_path_model",
+        "cli_ep_model",
+        "solarize",
+        "small_cnn",
+        "digits",
+        "digits_cnn",
+    ):
         assert expected in result.stdout
     assert "A linear classifier on flattened pixels." in result.stdout
 

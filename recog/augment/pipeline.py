@@ -50,7 +50,7 @@ def parse(spec: str) -> list[Op]:
 
 
 def apply(ops: list[Op], image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Runs the ops in order, each with its own seed; returns uint8 for a cheap host->device copy."""
+    """Runs the ops in order, each with its own seed; returns uint8 (cheap to copy to devices)."""
     if ops:
         seeds = tf.random.experimental.stateless_split(seed, len(ops))
         for i, op in enumerate(ops):

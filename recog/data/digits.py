@@ -8,6 +8,8 @@ Fixed split: example i of `sklearn.datasets.load_digits()` goes to `test` when i
 examples) and to `train` otherwise (1,437 examples). Pixel values 0..16 are scaled to 0..255.
 """
 
+import typing
+
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -19,7 +21,7 @@ class SklearnDigits(tfds.core.GeneratorBasedBuilder):
     """scikit-learn's handwritten digits (UCI ML hand-written digits, test part), 8x8 grayscale."""
 
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Split by index: i % 5 == 0 is test."}
+    RELEASE_NOTES: typing.ClassVar = {"1.0.0": "Split by index: i % 5 == 0 is test."}
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(

@@ -63,7 +63,10 @@ def train_batches(
 
     def preprocess(position, example):
         example_seed = tf.stack([tf.constant(seed, tf.int64), position])
-        return {"image": augment.apply(ops, example["image"], example_seed), "label": example["label"]}
+        return {
+            "image": augment.apply(ops, example["image"], example_seed),
+            "label": example["label"],
+        }
 
     ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch).skip(offset)
     ds = ds.map(preprocess, num_parallel_calls=AUTOTUNE)

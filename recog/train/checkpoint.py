@@ -17,9 +17,7 @@ def checkpoint_dir(workdir: str | Path) -> Path:
     return Path(workdir).resolve() / "checkpoints"
 
 
-def manager(
-    workdir: str | Path, keep: int = 3, for_reading: bool = False
-) -> ocp.CheckpointManager:
+def manager(workdir: str | Path, keep: int = 3, for_reading: bool = False) -> ocp.CheckpointManager:
     """Async saves; keeps the newest `keep` checkpoints; only complete checkpoints are listed.
 
     A manager `for_reading` never saves, so it never deletes either.
@@ -41,7 +39,8 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, workdir: str
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(
             f"the checkpoint at step {step} in {workdir} does not fit this config's model and "
-            f"optimizer ({type(e).__name__}: {str(e).splitlines()[0][:300]}); use another --workdir."
+            f"optimizer ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
+            "use another --workdir."
         ) from None
 
 

@@ -2,7 +2,8 @@
 
 The model is split once into a graph definition and its state (`nnx.split`); the steps merge them
 inside jit, so no Python object graph is walked per step. The state is a plain dict:
-    {"step": int32, "params": nnx.State, "model_state": nnx.State (BatchNorm stats, RNG), "opt_state"}
+    {"step": int32, "params": nnx.State, "model_state": nnx.State, "opt_state": optax state}
+where model_state holds everything that is not a parameter (BatchNorm statistics, RNG counters).
 Its arrays are replicated over the mesh; the batch is sharded over the data axis, so BatchNorm
 sees global-batch statistics without explicit collectives.
 """
@@ -105,7 +106,7 @@ def build_steps(
         metrics = {
             "loss": loss,
             "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
         }
         return new_state, metrics
 
