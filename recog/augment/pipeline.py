@@ -45,8 +45,18 @@ def parse_op(text: str) -> Op:
         raise UserError(f"augmentation {text!r}: {e}") from None
 
 
+def parse_image_op(text: str) -> Op:
+    op = parse_op(text)
+    if getattr(op, "on_device", False):
+        raise UserError(
+            f"augmentation {text.strip()!r} mixes whole batches on the device; list it in "
+            "config.data.batch_pipeline, not in a tf.data pipeline."
+        )
+    return op
+
+
 def parse(spec: str) -> list[Op]:
-    return [parse_op(part) for part in spec.split("|") if part.strip()]
+    return [parse_image_op(part) for part in spec.split("|") if part.strip()]
 
 
 def apply(ops: list[Op], image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:

@@ -1,9 +1,11 @@
 """Dataset sources and input pipelines; importing this package registers the built-in datasets."""
 
+import jax
 import ml_collections
 import tensorflow as tf
+from jax.experimental import multihost_utils
 
-from recog.data import digits  # noqa: F401
+from recog.data import cats, digits, folder  # noqa: F401
 from recog.data.pipeline import eval_batches, train_batches
 from recog.data.sources import TfdsSource
 from recog.errors import UserError
@@ -19,6 +21,7 @@ PIPELINE_KEYS = (
     "eval_split",
     "train_pipeline",
     "eval_pipeline",
+    "batch_pipeline",
     "mean",
     "std",
     "cache",
@@ -29,11 +32,23 @@ def make_source(data_config: ml_collections.ConfigDict) -> TfdsSource:
     """The registered dataset named by data_config.name, prepared and ready to read."""
     kwargs = {k: v for k, v in data_config.items() if k not in PIPELINE_KEYS}
     factory = DATASETS.get(data_config.name)
-    try:
-        source = factory(**kwargs)
-    except TypeError as e:
-        raise UserError(f"dataset {data_config.name!r} rejected config.data: {e}") from None
-    source.prepare()
+
+    def build() -> TfdsSource:
+        try:
+            return factory(**kwargs)
+        except TypeError as e:
+            raise UserError(f"dataset {data_config.name!r} rejected config.data: {e}") from None
+
+    # Process 0 prepares first; the others then build their source afresh and find the data
+    # prepared in a shared data directory, or prepare their own copy in a local one.
+    if jax.process_index() == 0:
+        source = build()
+        source.prepare()
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("recog: dataset prepared")
+        if jax.process_index() > 0:
+            source = build()
+            source.prepare()
     for split in (data_config.train_split, data_config.eval_split):
         source.check_split(split)
     return source

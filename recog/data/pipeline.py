@@ -49,7 +49,7 @@ def train_batches(
 ) -> Iterator[dict[str, np.ndarray]]:
     """Endless batches of this host's shard, starting at `start_step`, as numpy dicts."""
     local_batch = global_batch_size // jax.process_count()
-    split = host_split(split, drop_remainder=True)
+    split = host_split(source.resolve_split(split), drop_remainder=True)
     num_examples = source.num_examples(split)
     base = source.read(split)
     if cache:
@@ -91,7 +91,8 @@ def eval_batches(
         image = augment.apply(ops, example["image"], tf.zeros([2], tf.int64))
         return {"image": image, "label": example["label"], "mask": tf.constant(True)}
 
-    ds = source.read(host_split(split, drop_remainder=False)).map(preprocess, AUTOTUNE)
+    ds = source.read(host_split(source.resolve_split(split), drop_remainder=False))
+    ds = ds.map(preprocess, AUTOTUNE)
     padding = ds.take(1).map(lambda ex: {**ex, "mask": tf.constant(False)}).repeat()
     ds = ds.concatenate(padding).take(num_batches * local_batch)
     ds = ds.batch(local_batch, drop_remainder=True).prefetch(AUTOTUNE)

@@ -18,6 +18,12 @@ class TfdsSource:
     builder: tfds.core.DatasetBuilder
     image_key: str = "image"
     label_key: str = "label"
+    # Split names a config may use for TFDS split specs, e.g. {"validation": "train[80%:90%]"},
+    # so that one config works whether the data comes from TFDS or from a folder.
+    split_aliases: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def resolve_split(self, split):
+        return self.split_aliases.get(split, split) if isinstance(split, str) else split
 
     def prepare(self) -> None:
         """Runs TFDS's download_and_prepare once; a no-op when the data directory already has it."""
@@ -33,7 +39,7 @@ class TfdsSource:
         return self.builder.info.features[self.label_key].num_classes
 
     def num_examples(self, split: str) -> int:
-        return self.builder.info.splits[split].num_examples
+        return self.builder.info.splits[self.resolve_split(split)].num_examples
 
     def check_split(self, split: str) -> None:
         try:
@@ -47,7 +53,7 @@ class TfdsSource:
     def read(self, split: str) -> tf.data.Dataset:
         """Examples of `split` in a fixed order, as {"image": uint8 HxWxC, "label": int64}."""
         ds = self.builder.as_dataset(
-            split=split,
+            split=self.resolve_split(split),
             shuffle_files=False,
             read_config=tfds.ReadConfig(add_tfds_id=False, try_autocache=False),
         )
