@@ -21,6 +21,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.batch_size = 128
     config.eval_batch_size = 360
     config.label_smoothing = 0.0
+    config.grad_accum_steps = 1  # micro-batches per step: same update, less activation memory
+    config.ema_decay = 0.0  # > 0 keeps (and evaluates) a moving average of the weights
+    config.sharding = "replicated"  # or "fsdp": parameters and optimizer state split over devices
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "digits"
@@ -28,6 +31,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.data.eval_split = "test"
     config.data.train_pipeline = "pad_crop(1)"
     config.data.eval_pipeline = ""
+    config.data.batch_pipeline = ""  # on-device batch augmentations, e.g. "mixup(0.2)"
     config.data.mean = (0.5,)
     config.data.std = (0.5,)
     config.data.cache = True
@@ -53,6 +57,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.eval_every = 200
     config.checkpoint_every = 200
     config.keep_checkpoints = 3
+    config.best_metric = "accuracy"  # an eval metric; the best checkpoint is kept besides the last
 
     if variant == "quick":
         config.num_steps = 60

@@ -5,10 +5,21 @@ import logging
 import sys
 from collections.abc import Callable
 
+import jax
 from absl import app, flags
 from absl import logging as absl_logging
 
+from recog import parallel
 from recog.errors import UserError
+
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "HOST:PORT of process 0, for a multi-host run started by hand."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the multi-host run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0..num_processes-1.")
+_JOIN_TIMEOUT = flags.DEFINE_integer(
+    "join_timeout_seconds", 300, "How long to wait for the other processes of the run."
+)
 
 CONFIG_PREFIX = "--config."
 config_overrides: list[str] = []  # `a.b=value` strings from the command line
@@ -39,6 +50,11 @@ class _QuietLibraries(logging.Filter):
 def run(main: Callable[[list[str]], None]) -> None:
     def guarded(argv: list[str]) -> None:
         try:
+            parallel.initialize_distributed(
+                _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _JOIN_TIMEOUT.value
+            )
+            if jax.process_index() > 0:  # process 0 speaks for the run
+                absl_logging.set_verbosity(absl_logging.WARNING)
             main(argv)
         except UserError as e:
             sys.stderr.write(f"error: {e}\n")

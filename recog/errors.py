@@ -15,3 +15,7 @@ def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "."
     listing = ", ".join(known) if known else "(none registered)"
     return f"unknown {kind} {name!r}{hint} Known {kind}s: {listing}."
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the last good checkpoint was kept."""

@@ -2,12 +2,18 @@
 
     python -m recog.eval --workdir=workdirs/digits_cnn --once   # the latest checkpoint, now
     python -m recog.eval --workdir=workdirs/digits_cnn          # each new checkpoint, once
+    python -m recog.eval --workdir=DIR --once --config.data.eval_split=train
+    python -m recog.eval --workdir=DIR --once --config.data.dir=/path/to/held_out_folder
 
 Without --once it follows the training run: every checkpoint is evaluated exactly once (steps
-already in eval/metrics.jsonl are skipped, so a restarted follower picks up where it stopped), and
-it exits after the final step (config.num_steps), or when no new checkpoint has appeared for
---timeout_seconds. Results: one JSON object per line in WORKDIR/eval/metrics.jsonl with step,
-accuracy, loss, num_examples and split; the same scalars go to TensorBoard in WORKDIR/eval.
+already in eval/metrics.jsonl are skipped, so a restarted follower picks up where it stopped; one
+started before training waits for it), and it exits after the final step (config.num_steps), or
+when nothing new has appeared for --timeout_seconds.
+
+Results: one JSON object per line in WORKDIR/eval/metrics.jsonl (step, split, loss, accuracy,
+top-k accuracy, ece, macro_f1, num_examples, per_class precision/recall/F1, confusion_matrix); the
+scalars also go to TensorBoard in WORKDIR/eval; WORKDIR/eval/report.md shows the latest with a
+confusion-matrix picture and the training curves.
 """
 
 import json
@@ -18,12 +24,13 @@ from absl import flags, logging
 
 from recog import cli, data, experiments, parallel, plugins
 from recog.errors import UserError
-from recog.train import checkpoint
+from recog.train import checkpoint, evaluation, report
 from recog.train.metrics import MetricWriter
-from recog.train.step import build_steps, evaluate
+from recog.train.step import build_steps
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's work directory.")
 _ONCE = flags.DEFINE_bool("once", False, "Evaluate the latest checkpoint and exit.")
+_STEP = flags.DEFINE_integer("step", None, "With --once: evaluate this step instead.")
 _POLL_SECONDS = flags.DEFINE_float("poll_seconds", 5.0, "How often to look for new checkpoints.")
 _TIMEOUT_SECONDS = flags.DEFINE_float(
     "timeout_seconds", 3600.0, "Stop following after this long without a new checkpoint."
@@ -31,10 +38,19 @@ _TIMEOUT_SECONDS = flags.DEFINE_float(
 _PLUGINS = flags.DEFINE_list("plugins", [], "Plugins to load besides those the run used.")
 
 
-def evaluated_steps(metrics_path: Path) -> set[int]:
+def evaluated_steps(metrics_path: Path, split: str) -> set[int]:
     if not metrics_path.is_file():
         return set()
-    return {json.loads(line)["step"] for line in metrics_path.read_text().splitlines() if line}
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    return {row["step"] for row in rows if row.get("split") == split}
+
+
+def wait_for_config(workdir: Path, timeout: float, poll: float):
+    """The run's config; a follower started before training waits for it to appear."""
+    deadline = time.monotonic() + timeout
+    while not (workdir / checkpoint.CONFIG_FILE).is_file() and time.monotonic() < deadline:
+        time.sleep(poll)
+    return checkpoint.read_config(workdir)
 
 
 def main(argv: list[str]) -> None:
@@ -42,57 +58,72 @@ def main(argv: list[str]) -> None:
     if not _WORKDIR.value:
         raise UserError("--workdir is required: the work directory of a training run.")
     workdir = Path(_WORKDIR.value)
-    config = checkpoint.read_config(workdir)
+    if _ONCE.value:
+        config = checkpoint.read_config(workdir)
+    else:
+        config = wait_for_config(workdir, _TIMEOUT_SECONDS.value, _POLL_SECONDS.value)
     plugins.load_all(list(config.get("plugins", [])) + list(_PLUGINS.value))
     if cli.config_overrides:
         with config.unlocked():
             experiments.apply_overrides(config, cli.config_overrides)
 
     mesh = parallel.make_mesh()
+    logging.info("Evaluating %s on %d device(s)", workdir, mesh.size)
     parallel.check_batch_size("config.eval_batch_size", config.eval_batch_size, mesh)
     source = data.make_source(config.data)
     steps = build_steps(config, source.num_classes, data.image_channels(source), mesh)
     sharding = parallel.batch_sharding(mesh)
+    split = config.data.eval_split
     metrics_path = workdir / "eval" / "metrics.jsonl"
     writer = MetricWriter(metrics_path, workdir / "eval")
-    done = evaluated_steps(metrics_path)
+    done = evaluated_steps(metrics_path, split)
+
+    def eval_batches():
+        batches = data.eval_batches(
+            source,
+            split,
+            global_batch_size=config.eval_batch_size,
+            pipeline=config.data.eval_pipeline,
+        )
+        return (parallel.to_global(b, sharding) for b in batches)
 
     def evaluate_step(step: int) -> None:
         checkpoints = checkpoint.manager(workdir, for_reading=True)
         state = checkpoint.restore(checkpoints, step, steps.abstract_state, workdir)
-        batches = data.eval_batches(
-            source,
-            config.data.eval_split,
-            global_batch_size=config.eval_batch_size,
-            pipeline=config.data.eval_pipeline,
-        )
-        results = evaluate(steps, state, (parallel.to_global(b, sharding) for b in batches))
-        results["split"] = config.data.eval_split
+        results = evaluation.evaluate_weights(steps, state, eval_batches, source.class_names)
+        results = {"split": split, **results}
         writer.write(step, results)
-        logging.info("step %d | %s", step, results)
-        print(json.dumps({"step": step, **results}), flush=True)
+        logging.info("step %d | %s", step, evaluation.scalars(results))
+        if step >= max(done, default=step):  # the report shows the newest step
+            logging.info("Report: %s", report.write_report(workdir, step, results))
+        print(json.dumps({"step": step, "split": split, **evaluation.scalars(results)}), flush=True)
         done.add(step)
 
-    last_new_checkpoint = time.monotonic()
+    last_news = time.monotonic()
     while True:
         available = checkpoint.manager(workdir, for_reading=True).all_steps()
         if _ONCE.value:
+            if _STEP.value is not None and _STEP.value not in available:
+                raise UserError(
+                    f"{workdir} has no checkpoint at step {_STEP.value}; it has {available}."
+                )
             if not available:
                 raise UserError(f"{workdir} holds no checkpoint yet.")
-            evaluate_step(max(available))
+            evaluate_step(_STEP.value if _STEP.value is not None else max(available))
             break
         new = sorted(set(available) - done)
         for step in new:
             try:
                 evaluate_step(step)
-            except FileNotFoundError:
-                logging.warning("Checkpoint %d was deleted before it could be evaluated.", step)
+            except (FileNotFoundError, UserError) as e:
+                logging.warning("Checkpoint %d could not be evaluated (%s); skipping it.", step, e)
+                done.add(step)
         if new:
-            last_new_checkpoint = time.monotonic()
+            last_news = time.monotonic()
         if config.num_steps in done:
             logging.info("Training reached its final step %d; stopping.", config.num_steps)
             break
-        if time.monotonic() - last_new_checkpoint > _TIMEOUT_SECONDS.value:
+        if time.monotonic() - last_news > _TIMEOUT_SECONDS.value:
             logging.warning("No new checkpoint for %.0f s; stopping.", _TIMEOUT_SECONDS.value)
             break
         time.sleep(_POLL_SECONDS.value)

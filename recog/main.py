@@ -14,10 +14,11 @@ import numpy as np
 from absl import flags, logging
 
 from recog import cli, data, experiments, parallel, plugins
+from recog.errors import TrainingDiverged, UserError
 from recog.registry import ALL
-from recog.train import checkpoint
+from recog.train import checkpoint, evaluation
 from recog.train.metrics import MetricWriter, Progress
-from recog.train.step import build_steps, evaluate
+from recog.train.step import build_steps
 
 _EXPERIMENT = flags.DEFINE_string("experiment", None, "NAME[:variant] of experiments/NAME.py.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go.")
@@ -30,10 +31,20 @@ def first_doc_line(obj) -> str:
 
 
 def print_listing() -> None:
+    from recog import MODELS
+    from recog.models import info
+
     for registry in ALL:
-        print(f"{registry.kind}s:")
+        if registry is MODELS:
+            print(f"models:{'params':>28s} {'GFLOPs':>8s}  (1000 classes; one 224x224 RGB image)")
+        else:
+            print(f"{registry.kind}s:")
         for name in registry:
-            print(f"  {name:24s} {first_doc_line(registry.get(name))}")
+            figures = ""
+            if registry is MODELS:
+                params, flops = info.listing_figures(name)
+                figures = f"{params:>8s} {flops:>8s}  "
+            print(f"  {name:24s} {figures}{first_doc_line(registry.get(name))}")
     print("experiments:")
     for name in experiments.available():
         print(f"  {name:24s} {experiments.describe(name)}")
@@ -41,8 +52,8 @@ def print_listing() -> None:
         print(f"plugin {key} (from {source})")
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Trains to config.num_steps, resuming from workdir; returns the final eval metrics."""
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains to config.num_steps, resuming from workdir; returns the last eval metrics."""
     start_time = time.perf_counter()
     mesh = parallel.make_mesh()
     parallel.check_batch_size("config.batch_size", config.batch_size, mesh)
@@ -51,13 +62,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     steps = build_steps(config, source.num_classes, data.image_channels(source), mesh)
     checkpoint.claim_workdir(workdir, config)
 
-    checkpoints = checkpoint.manager(workdir, keep=config.keep_checkpoints)
-    latest = checkpoints.latest_step()
-    if latest is None:
+    checkpoints = checkpoint.manager(workdir, config.keep_checkpoints, config.best_metric)
+    state = checkpoint.restore_latest(checkpoints, steps.abstract_state, workdir)
+    if state is None:
         state = steps.init()
     else:
-        logging.info("Resuming from the checkpoint at step %d in %s", latest, workdir)
-        state = checkpoint.restore(checkpoints, latest, steps.abstract_state, workdir)
+        logging.info("Resuming from the checkpoint at step %d in %s", state["step"], workdir)
     first_step = int(state["step"])
 
     batch_sharding = parallel.batch_sharding(mesh)
@@ -71,17 +81,21 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         cache=config.data.cache,
     )
 
-    def run_eval() -> dict[str, float]:
+    def eval_batches():
         batches = data.eval_batches(
             source,
             config.data.eval_split,
             global_batch_size=config.eval_batch_size,
             pipeline=config.data.eval_pipeline,
         )
-        return evaluate(steps, state, (parallel.to_global(b, batch_sharding) for b in batches))
+        return (parallel.to_global(b, batch_sharding) for b in batches)
+
+    def run_eval() -> dict:
+        return evaluation.evaluate_weights(steps, state, eval_batches, source.class_names)
 
     writer = MetricWriter(Path(workdir) / "metrics.jsonl", Path(workdir) / "tensorboard")
     progress = Progress(first_step, config.num_steps, config.batch_size)
+    preemption = checkpoint.PreemptionWatch()
     logging.info(
         "Training %s on %s from step %d to %d on %d device(s), global batch %d",
         config.model.name,
@@ -91,35 +105,59 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         mesh.size,
         config.batch_size,
     )
-    pending = []  # device-side metrics since the last log, fetched together to avoid host syncs
+    pending = []  # (step, device metrics) since the last fetch: fetched together, no host syncs
+    last_saved = first_step
     eval_metrics = {}
-    for step in range(first_step + 1, config.num_steps + 1):
-        batch = parallel.to_global(next(train_batches), batch_sharding)
-        state, metrics = steps.train(state, batch)
-        pending.append(metrics)
-        is_last = step == config.num_steps
-        if step % config.log_every == 0 or is_last:
-            fetched = jax.device_get(pending)
-            summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-            summary["learning_rate"] = float(steps.schedule(step - 1))
-            summary.update(progress.update(step, summary))
-            writer.write(step, {f"train/{k}": v for k, v in summary.items()})
+    try:
+        for step in range(first_step + 1, config.num_steps + 1):
+            batch = parallel.to_global(next(train_batches), batch_sharding)
+            state, metrics = steps.train(state, batch)
+            pending.append((step, metrics))
+            is_last = step == config.num_steps
+            preempted = preemption.reached(step, checkpoints)
+            log_now = step % config.log_every == 0 or is_last
+            eval_now = step % config.eval_every == 0 or is_last
+            save_now = step % config.checkpoint_every == 0 or is_last or preempted
+            if not (log_now or eval_now or save_now):
+                continue
+            fetched = [(s, jax.device_get(m)) for s, m in pending]
             pending = []
-        if step % config.checkpoint_every == 0 or is_last:
-            checkpoint.save(checkpoints, step, state, force=is_last)
-        if step % config.eval_every == 0 or is_last:
-            eval_metrics = run_eval()
-            logging.info("step %d | eval on %s: %s", step, config.data.eval_split, eval_metrics)
-            writer.write(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
-    checkpoints.wait_until_finished()
-    checkpoints.close()
-    writer.close()
-    if not eval_metrics:
+            for bad_step, m in fetched:
+                if not np.isfinite(m["loss"]):
+                    raise TrainingDiverged(
+                        f"training diverged: the loss was {m['loss']} at step {bad_step}. "
+                        f"The last checkpoint (step {last_saved}) in {workdir} is kept and nothing "
+                        "after it was saved; lower config.optimizer.lr or set "
+                        "config.optimizer.grad_clip_norm, then rerun to resume from it."
+                    )
+            if log_now:
+                summary = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[0][1]}
+                summary["learning_rate"] = float(steps.schedule(step - 1))
+                summary.update(progress.update(step, summary))
+                writer.write(step, {f"train/{k}": v for k, v in summary.items()})
+            step_metrics = None
+            if eval_now:
+                eval_metrics = run_eval()
+                step_metrics = evaluation.scalars(eval_metrics)
+                logging.info("step %d | eval on %s: %s", step, config.data.eval_split, step_metrics)
+                writer.write(step, {f"eval/{k}": v for k, v in step_metrics.items()})
+            if save_now:
+                checkpoint.save(checkpoints, step, state, step_metrics, force=is_last or preempted)
+                last_saved = step
+            if preempted:
+                logging.warning("Preempted: saved step %d; rerun the command to resume.", step)
+                break
+    finally:
+        checkpoints.wait_until_finished()
+        checkpoints.close()
+        writer.close()
+        preemption.close()
+    if first_step == config.num_steps:
         logging.info("%s already holds the final step %d.", workdir, config.num_steps)
-    else:
+    elif last_saved == config.num_steps:
         logging.info(
             "Done: step %d, eval accuracy %.4f, %.0f s in all.",
-            config.num_steps,
+            last_saved,
             eval_metrics["accuracy"],
             time.perf_counter() - start_time,
         )
@@ -133,7 +171,7 @@ def main(argv: list[str]) -> None:
         print_listing()
         return
     if not _EXPERIMENT.value:
-        raise cli.UserError(
+        raise UserError(
             f"--experiment is required; experiments: {', '.join(experiments.available())}."
         )
     config = experiments.load(_EXPERIMENT.value, cli.config_overrides)

@@ -1,6 +1,7 @@
 """Test set-up: 8 simulated CPU devices and a private TFDS data directory, both set before JAX or
 TFDS is imported, and inherited by the binaries the tests start as subprocesses."""
 
+import json
 import os
 import subprocess
 import sys
@@ -37,3 +38,44 @@ def digits_source():
     from recog.experiments import load
 
     return data.make_source(load("digits_cnn").data)
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(tmp_path_factory):
+    """One short real training run (digits_cnn:quick: 60 steps, checkpoints at 30 and 60) shared
+    by the tests; tests that change it work on a copy."""
+    workdir = tmp_path_factory.mktemp("quick") / "run"
+    result = run_binary("main", "--experiment=digits_cnn:quick", f"--workdir={workdir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir, result
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `folder` with its size and modification time, to prove nothing changed."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+def checkpoint_vector(workdir: Path, step: int, parts=("params", "model_state", "opt_state")):
+    """A saved train state as one float64 vector, restored onto this process's first device
+    whatever topology wrote it."""
+    import jax
+    import numpy as np
+    import orbax.checkpoint as ocp
+
+    path = Path(workdir) / "checkpoints" / str(step) / "default"
+    checkpointer = ocp.StandardCheckpointer()
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+        checkpointer.metadata(path).item_metadata.tree,
+    )
+    restored = checkpointer.restore(path, target)
+    leaves = jax.tree.leaves({k: restored[k] for k in parts})
+    return np.concatenate([np.asarray(leaf, np.float64).ravel() for leaf in leaves])

@@ -1,11 +1,13 @@
 """Orbax checkpoints of the train state in `WORKDIR/checkpoints`, and the work directory's guard."""
 
 import os
+import signal
 from pathlib import Path
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging
 
 from recog import experiments
 from recog.errors import UserError
@@ -17,19 +19,62 @@ def checkpoint_dir(workdir: str | Path) -> Path:
     return Path(workdir).resolve() / "checkpoints"
 
 
-def manager(workdir: str | Path, keep: int = 3, for_reading: bool = False) -> ocp.CheckpointManager:
-    """Async saves; keeps the newest `keep` checkpoints; only complete checkpoints are listed.
+def lower_is_better(metric: str) -> bool:
+    return "loss" in metric or "error" in metric or "ece" in metric
+
+
+def manager(
+    workdir: str | Path,
+    keep: int = 3,
+    best_metric: str | None = None,
+    for_reading: bool = False,
+) -> ocp.CheckpointManager:
+    """Async saves that keep the newest `keep` checkpoints, plus the best by `best_metric` (an
+    eval metric saved with the checkpoint). A checkpoint is listed only once it is complete:
+    Orbax writes into a temporary folder and renames it at the end.
 
     A manager `for_reading` never saves, so it never deletes either.
     """
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=None if for_reading else keep, create=not for_reading
-    )
+    if for_reading:
+        options = ocp.CheckpointManagerOptions(create=False)
+    else:
+        policies = [ocp.checkpoint_managers.LatestN(keep)]
+        best_fn = None
+        if best_metric:
+            best_fn = lambda metrics: metrics[best_metric]
+            policies.append(
+                ocp.checkpoint_managers.BestN(
+                    get_metric_fn=best_fn,
+                    reverse=lower_is_better(best_metric),
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
+        # best_fn makes Orbax write each checkpoint's metrics to disk, so the best one is still
+        # known (and kept) after a restart; the policies decide what is kept.
+        options = ocp.CheckpointManagerOptions(
+            best_fn=best_fn,
+            best_mode="min" if best_metric and lower_is_better(best_metric) else "max",
+            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+            cleanup_tmp_directories=True,
+        )
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state, force: bool = False) -> None:
-    mngr.save(step, args=ocp.args.StandardSave(state), force=force)
+def save(mngr, step: int, state, metrics: dict | None = None, force: bool = False) -> None:
+    """Starts an async save; raises here any error of an earlier background save."""
+    mngr.check_for_errors()
+    mngr.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=force)
+
+
+def best_step(mngr: ocp.CheckpointManager, metric: str) -> int | None:
+    """The kept checkpoint with the best `metric`, or None if none was saved with metrics."""
+    scored = [(mngr.metrics(step) or {}, step) for step in mngr.all_steps()]
+    scored = [(m[metric], step) for m, step in scored if metric in m]
+    if not scored:
+        return None
+    pick = min if lower_is_better(metric) else max
+    return pick(scored)[1]
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, workdir: str | Path):
@@ -38,10 +83,64 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, workdir: str
         return mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(
-            f"the checkpoint at step {step} in {workdir} does not fit this config's model and "
-            f"optimizer ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
-            "use another --workdir."
+            f"the checkpoint at step {step} in {workdir} cannot be restored for this config "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
+            "if it belongs to another model or optimizer, use another --workdir."
         ) from None
+
+
+def restore_latest(mngr: ocp.CheckpointManager, abstract_state, workdir: str | Path):
+    """The newest checkpoint that restores, or None when there is none.
+
+    An unreadable checkpoint (truncated files, say, from a crash or a full disk) is moved aside
+    to WORKDIR/checkpoints_unreadable/ with a warning, never deleted, and the one before it is
+    tried. When none restores, the error is about the newest: usually a config that no longer
+    fits the checkpoints.
+    """
+    steps = sorted(mngr.all_steps(), reverse=True)
+    errors = []
+    for step in steps:
+        try:
+            state = restore(mngr, step, abstract_state, workdir)
+        except UserError as e:
+            errors.append((step, e))
+            continue
+        for bad_step, error in errors:
+            logging.warning("Skipped the unreadable checkpoint %d: %s", bad_step, error)
+            if jax.process_index() == 0:
+                aside = Path(workdir) / "checkpoints_unreadable"
+                aside.mkdir(exist_ok=True)
+                (checkpoint_dir(workdir) / str(bad_step)).rename(aside / str(bad_step))
+        if errors:
+            mngr.reload()
+        return state
+    if errors:
+        raise errors[0][1]
+    return None
+
+
+class PreemptionWatch:
+    """Tells the loop when to save and stop: after SIGTERM (one process), or at JAX's preemption
+    sync point (several processes, where every process must stop at the same step)."""
+
+    def __init__(self):
+        self.signalled = False
+        self._previous = None
+        if jax.process_count() == 1:
+            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame):
+        del signum, frame
+        self.signalled = True
+
+    def reached(self, step: int, mngr: ocp.CheckpointManager) -> bool:
+        if jax.process_count() == 1:
+            return self.signalled
+        return mngr.reached_preemption(step)
+
+    def close(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 def read_config(workdir: str | Path) -> ml_collections.ConfigDict:

@@ -4,8 +4,9 @@ The model is split once into a graph definition and its state (`nnx.split`); the
 inside jit, so no Python object graph is walked per step. The state is a plain dict:
     {"step": int32, "params": nnx.State, "model_state": nnx.State, "opt_state": optax state}
 where model_state holds everything that is not a parameter (BatchNorm statistics, RNG counters).
-Its arrays are replicated over the mesh; the batch is sharded over the data axis, so BatchNorm
-sees global-batch statistics without explicit collectives.
+plus "ema_params" when config.ema_decay is set. Its arrays are replicated over the mesh (or split,
+with config.sharding="fsdp"); the batch is sharded over the data axis, so BatchNorm sees
+global-batch statistics without explicit collectives.
 """
 
 import dataclasses
@@ -17,11 +18,13 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 from flax import nnx
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from recog import parallel
+from recog.augment.batch import parse_batch
 from recog.errors import UserError
 from recog.registry import MODELS
+from recog.train import evaluation
 from recog.train.optim import make_optimizer, make_schedule
 
 State = dict[str, Any]
@@ -52,9 +55,46 @@ class Steps:
 
     init: Callable[[], State]
     train: Callable[[State, Batch], tuple[State, dict[str, jax.Array]]]
-    eval: Callable[[State, Batch], dict[str, jax.Array]]
+    eval: Callable[[State, Batch], dict[str, jax.Array]]  # with the raw weights
+    eval_ema: Callable[[State, Batch], dict[str, jax.Array]] | None  # with their moving average
     abstract_state: State
     schedule: Callable[[int], float]
+
+
+def state_shardings(abstract_state: State, mesh: Mesh, mode: str):
+    """`replicated`: every array on every device. `fsdp`: parameters, their moving average and the
+    optimizer state split over the data axis along their largest dimension that divides evenly
+    (small or indivisible arrays stay replicated); jit inserts the all-gathers."""
+    replicated = parallel.replicated(mesh)
+    if mode == "replicated":
+        return jax.tree.map(lambda _: replicated, abstract_state)
+    if mode != "fsdp":
+        raise UserError(f"config.sharding must be 'replicated' or 'fsdp', not {mode!r}.")
+
+    def split_largest_axis(leaf):
+        axes = [a for a in range(leaf.ndim) if leaf.shape[a] % mesh.size == 0]
+        if not axes or leaf.size < 1024:
+            return replicated
+        axis = max(axes, key=lambda a: leaf.shape[a])
+        spec = [None] * leaf.ndim
+        spec[axis] = parallel.DATA_AXIS
+        return NamedSharding(mesh, PartitionSpec(*spec))
+
+    sharded = {"params", "ema_params", "opt_state"}
+    return {
+        key: jax.tree.map(split_largest_axis if key in sharded else lambda _: replicated, value)
+        for key, value in abstract_state.items()
+    }
+
+
+def check_accumulation(config: ml_collections.ConfigDict, mesh: Mesh) -> int:
+    steps = config.grad_accum_steps
+    if steps < 1 or config.batch_size % steps or (config.batch_size // steps) % mesh.size:
+        raise UserError(
+            f"config.batch_size={config.batch_size} must split into config.grad_accum_steps="
+            f"{steps} micro-batches that each divide over the {mesh.size} devices."
+        )
+    return steps
 
 
 def build_steps(
@@ -69,40 +109,76 @@ def build_steps(
     eval_graph, _, _ = nnx.split(abstract_model, nnx.Param, ...)
     optimizer = make_optimizer(config)
     mean, std = config.data.mean, config.data.std
-    smoothing = config.get("label_smoothing", 0.0)
+    smoothing = config.label_smoothing
+    ema_decay = config.ema_decay
+    accumulation = check_accumulation(config, mesh)
+    mix_batch = parse_batch(config.data.batch_pipeline)
     replicated = parallel.replicated(mesh)
 
     def init() -> State:
         model = create_model(config, num_classes, in_channels, config.seed)
         _, params, model_state = nnx.split(model, nnx.Param, ...)
-        return {
+        state = {
             "step": jnp.zeros((), jnp.int32),
             "params": params,
             "model_state": model_state,
             "opt_state": optimizer.init(params),
         }
+        if ema_decay:
+            state["ema_params"] = jax.tree.map(jnp.copy, params)
+        return state
+
+    def loss_fn(params, model_state, images, targets):
+        model = nnx.merge(train_graph, params, model_state, copy=True)
+        logits = model(images)
+        loss = optax.softmax_cross_entropy(logits, targets).mean()
+        _, _, model_state = nnx.split(model, nnx.Param, ...)
+        return loss, (logits, model_state)
+
+    gradients = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def accumulated_gradients(params, model_state, images, targets):
+        """The mean gradient over `accumulation` micro-batches, run one after another."""
+
+        def micro_batches(x):  # every micro-batch keeps a share of every device's examples
+            return x.reshape(x.shape[0] // accumulation, accumulation, *x.shape[1:]).swapaxes(0, 1)
+
+        def one(carry, micro_batch):
+            grad_sum, model_state = carry
+            (loss, (logits, model_state)), grads = gradients(params, model_state, *micro_batch)
+            return (jax.tree.map(jnp.add, grad_sum, grads), model_state), (loss, logits)
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        (grad_sum, model_state), (losses, logits) = jax.lax.scan(
+            one, (zeros, model_state), (micro_batches(images), micro_batches(targets))
+        )
+        logits = logits.swapaxes(0, 1).reshape(images.shape[0], -1)
+        grads = jax.tree.map(lambda g: g / accumulation, grad_sum)
+        return (losses.mean(), (logits, model_state)), grads
 
     def train_step(state: State, batch: Batch):
         labels = batch["label"]
+        images = normalize(batch["image"], mean, std)
         targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), smoothing)
-
-        def loss_fn(params, model_state):
-            model = nnx.merge(train_graph, params, model_state, copy=True)
-            logits = model(normalize(batch["image"], mean, std))
-            loss = optax.softmax_cross_entropy(logits, targets).mean()
-            _, _, model_state = nnx.split(model, nnx.Param, ...)
-            return loss, (logits, model_state)
-
-        (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state["params"], state["model_state"]
+        # Keyed by seed and step alone, so a resumed run mixes exactly as an uninterrupted one.
+        mix_key = jax.random.fold_in(jax.random.key(config.seed), state["step"])
+        images, targets = mix_batch(images, targets, mix_key)
+        compute = gradients if accumulation == 1 else accumulated_gradients
+        (loss, (logits, model_state)), grads = compute(
+            state["params"], state["model_state"], images, targets
         )
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
         new_state = {
             "step": state["step"] + 1,
-            "params": optax.apply_updates(state["params"], updates),
+            "params": params,
             "model_state": model_state,
             "opt_state": opt_state,
         }
+        if ema_decay:
+            new_state["ema_params"] = optax.incremental_update(
+                params, state["ema_params"], 1.0 - ema_decay
+            )
         metrics = {
             "loss": loss,
             "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
@@ -110,38 +186,21 @@ def build_steps(
         }
         return new_state, metrics
 
-    def eval_step(state: State, batch: Batch):
-        model = nnx.merge(eval_graph, state["params"], state["model_state"])
-        logits = model(normalize(batch["image"], mean, std))
-        mask = batch["mask"].astype(jnp.float32)
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-        correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
-        return {
-            "loss_sum": jnp.sum(losses * mask),
-            "correct": jnp.sum(correct * mask),
-            "count": jnp.sum(mask),
-        }
+    def make_eval_step(weights: str):
+        def eval_step(state: State, batch: Batch):
+            model = nnx.merge(eval_graph, state[weights], state["model_state"])
+            logits = model(normalize(batch["image"], mean, std))
+            return evaluation.batch_sums(logits, batch["label"], batch["mask"], num_classes)
 
-    jit_init = jax.jit(init, out_shardings=replicated)
+        return jax.jit(eval_step, out_shardings=replicated)
+
+    shardings = state_shardings(jax.eval_shape(init), mesh, config.sharding)
+    jit_init = jax.jit(init, out_shardings=shardings)
     return Steps(
         init=jit_init,
-        train=jax.jit(train_step, out_shardings=(replicated, replicated), donate_argnums=0),
-        eval=jax.jit(eval_step, out_shardings=replicated),
+        train=jax.jit(train_step, out_shardings=(shardings, replicated), donate_argnums=0),
+        eval=make_eval_step("params"),
+        eval_ema=make_eval_step("ema_params") if ema_decay else None,
         abstract_state=jax.eval_shape(jit_init),
         schedule=make_schedule(config.optimizer.lr, config.schedule, config.num_steps),
     )
-
-
-def evaluate(steps: Steps, state: State, batches) -> dict[str, float]:
-    """Runs the eval step over an iterable of global batches; one host sync at the end."""
-    totals = None
-    for batch in batches:
-        sums = steps.eval(state, batch)
-        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    totals = jax.device_get(totals)
-    count = float(totals["count"])
-    return {
-        "loss": float(totals["loss_sum"]) / count,
-        "accuracy": float(totals["correct"]) / count,
-        "num_examples": int(count),
-    }

@@ -1,0 +1,163 @@
+"""Example model plugin: ConvNeXt (Liu et al. 2022, "A ConvNet for the 2020s"), in Flax NNX.
+
+Written only against recog's public API (`from recog import MODELS`), like a plugin of your own.
+Every module in this folder is loaded at start-up; pick a model and its options from the config:
+
+    python -m recog.main --experiment=... --config.model.name=convnext_tiny \
+        --config.model.drop_path_rate=0.1
+
+ConvNeXt is a ResNet modernised towards vision Transformers: a 4x4 stride-4 "patchify" stem,
+stages of depthwise 7x7 blocks with an inverted bottleneck, LayerNorm instead of BatchNorm, GELU,
+layer scale and stochastic depth. It needs inputs of at least 32x32 pixels (down-sampling by 32).
+"""
+
+from collections.abc import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from recog import MODELS
+
+# The reference implementation initialises every convolution and linear layer like this.
+TRUNCATED_NORMAL = nnx.initializers.truncated_normal(stddev=0.02)
+
+
+def layer_norm(features: int, *, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    """LayerNorm over channels (NHWC's last axis); statistics are computed in float32."""
+    return nnx.LayerNorm(features, epsilon=1e-6, dtype=dtype, rngs=rngs)
+
+
+def patch_conv(
+    in_channels: int, out_channels: int, patch_size: int, *, dtype: jnp.dtype, rngs: nnx.Rngs
+) -> nnx.Conv:
+    """A convolution over non-overlapping patch_size x patch_size patches (the down-sampling)."""
+    return nnx.Conv(
+        in_channels,
+        out_channels,
+        (patch_size, patch_size),
+        strides=patch_size,
+        padding="VALID",
+        kernel_init=TRUNCATED_NORMAL,
+        dtype=dtype,
+        rngs=rngs,
+    )
+
+
+class ConvNeXtBlock(nnx.Module):
+    """Depthwise 7x7 conv, LayerNorm, 1x1 expand by 4 (as Linear), GELU, 1x1 project, layer scale,
+    then stochastic depth on the residual branch before the sum."""
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        drop_path_rate: float,
+        layer_scale_init: float,
+        dtype: jnp.dtype,
+        rngs: nnx.Rngs,
+    ):
+        self.depthwise = nnx.Conv(
+            channels,
+            channels,
+            (7, 7),
+            padding=3,
+            feature_group_count=channels,
+            kernel_init=TRUNCATED_NORMAL,
+            dtype=dtype,
+            rngs=rngs,
+        )
+        self.norm = layer_norm(channels, dtype=dtype, rngs=rngs)
+        self.expand = nnx.Linear(
+            channels, 4 * channels, kernel_init=TRUNCATED_NORMAL, dtype=dtype, rngs=rngs
+        )
+        self.project = nnx.Linear(
+            4 * channels, channels, kernel_init=TRUNCATED_NORMAL, dtype=dtype, rngs=rngs
+        )
+        self.layer_scale = nnx.Param(jnp.full((channels,), layer_scale_init, jnp.float32))
+        # Dropout with a mask shared over H, W, C drops whole residual branches per example:
+        # stochastic depth (Huang et al. 2016). It draws from `rngs` and is off in eval mode.
+        self.drop_path = nnx.Dropout(drop_path_rate, broadcast_dims=(1, 2, 3), rngs=rngs)
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        y = self.norm(self.depthwise(x))
+        y = self.project(nnx.gelu(self.expand(y), approximate=False))
+        y = y * self.layer_scale[...].astype(y.dtype)
+        return x + self.drop_path(y)
+
+
+class ConvNeXt(nnx.Module):
+    """Stem (4x4 stride-4 conv, LayerNorm), four stages with a LayerNorm + 2x2 stride-2 conv
+    between them, global average pool, LayerNorm, linear classifier.
+
+    Stochastic depth grows linearly from 0 at the first block to `drop_path_rate` at the last.
+    """
+
+    def __init__(
+        self,
+        blocks_per_stage: Sequence[int],
+        stage_widths: Sequence[int],
+        num_classes: int,
+        *,
+        in_channels: int = 3,
+        drop_path_rate: float = 0.0,
+        layer_scale_init: float = 1e-6,
+        dtype: str = "float32",
+        rngs: nnx.Rngs,
+    ):
+        self.dtype = jnp.dtype(dtype)
+        drop_path_rates = iter(np.linspace(0.0, drop_path_rate, sum(blocks_per_stage)))
+        layers = []
+        channels = in_channels
+        for stage, (depth, width) in enumerate(zip(blocks_per_stage, stage_widths, strict=True)):
+            if stage == 0:
+                layers += [
+                    patch_conv(channels, width, 4, dtype=self.dtype, rngs=rngs),
+                    layer_norm(width, dtype=self.dtype, rngs=rngs),
+                ]
+            else:
+                layers += [
+                    layer_norm(channels, dtype=self.dtype, rngs=rngs),
+                    patch_conv(channels, width, 2, dtype=self.dtype, rngs=rngs),
+                ]
+            layers += [
+                ConvNeXtBlock(
+                    width,
+                    drop_path_rate=float(next(drop_path_rates)),
+                    layer_scale_init=layer_scale_init,
+                    dtype=self.dtype,
+                    rngs=rngs,
+                )
+                for _ in range(depth)
+            ]
+            channels = width
+        self.layers = nnx.List(layers)
+        self.head_norm = layer_norm(channels, dtype=self.dtype, rngs=rngs)
+        self.head = nnx.Linear(
+            channels, num_classes, kernel_init=TRUNCATED_NORMAL, dtype=self.dtype, rngs=rngs
+        )
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        x = x.astype(self.dtype)
+        for layer in self.layers:
+            x = layer(x)
+        x = self.head_norm(x.mean(axis=(1, 2)))
+        return self.head(x).astype(jnp.float32)
+
+
+@MODELS.register("convnext_tiny")
+def convnext_tiny(num_classes: int, *, rngs: nnx.Rngs, **kwargs) -> ConvNeXt:
+    """ConvNeXt-T (Liu et al. 2022): blocks (3, 3, 9, 3), widths 96-768.
+
+    28.59M parameters at 1000 classes.
+    """
+    return ConvNeXt((3, 3, 9, 3), (96, 192, 384, 768), num_classes, rngs=rngs, **kwargs)
+
+
+@MODELS.register("convnext_small")
+def convnext_small(num_classes: int, *, rngs: nnx.Rngs, **kwargs) -> ConvNeXt:
+    """ConvNeXt-S (Liu et al. 2022): blocks (3, 3, 27, 3), widths 96-768.
+
+    50.22M parameters at 1000 classes.
+    """
+    return ConvNeXt((3, 3, 27, 3), (96, 192, 384, 768), num_classes, rngs=rngs, **kwargs)

@@ -1,0 +1,170 @@
+"""Fault injection on real runs: SIGKILL, SIGTERM, a truncated checkpoint, a diverging loss, and
+restoring on another device count. Nothing a run wrote may be lost or taken for good when bad."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+from conftest import REPO, checkpoint_vector, read_jsonl, run_binary, snapshot
+
+from recog.train import checkpoint
+
+LONG_RUN = [
+    "--experiment=digits_cnn",
+    "--config.num_steps=400",
+    "--config.checkpoint_every=100",
+    "--config.eval_every=100",
+    "--config.log_every=10",
+    "--config.keep_checkpoints=10",
+]
+
+
+def run_until(args, workdir, marker, sig):
+    """Starts training and sends `sig` once the log shows `marker`; returns the exit code."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recog.main", *args, f"--workdir={workdir}"],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    for line in process.stderr:
+        if marker in line:
+            process.send_signal(sig)
+            break
+    process.stderr.read()
+    return process.wait(timeout=120)
+
+
+def test_kill_and_sigterm_at_several_points_resume_to_the_same_state(tmp_path):
+    reference = tmp_path / "reference"
+    # An eval follower started before training: it must evaluate every checkpoint exactly once.
+    follower_log = (tmp_path / "follower.log").open("w")
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "recog.eval", f"--workdir={reference}", "--poll_seconds=0.2"],
+        cwd=REPO,
+        stdout=follower_log,
+        stderr=subprocess.STDOUT,
+    )
+    result = run_binary("main", *LONG_RUN, f"--workdir={reference}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    follower.wait(timeout=180)
+    assert follower.returncode == 0, (tmp_path / "follower.log").read_text()[-3000:]
+    followed = [row["step"] for row in read_jsonl(reference / "eval" / "metrics.jsonl")]
+    assert followed == [100, 200, 300, 400]
+
+    workdir = tmp_path / "faulty"
+    assert run_until(LONG_RUN, workdir, "step 150/400", signal.SIGKILL) == -signal.SIGKILL
+    assert checkpoint.manager(workdir, for_reading=True).all_steps() == [100]
+
+    assert run_until(LONG_RUN, workdir, "step 250/400", signal.SIGTERM) == 0  # saved, clean exit
+    steps = checkpoint.manager(workdir, for_reading=True).all_steps()
+    assert steps[:2] == [100, 200] and len(steps) == 3 and 250 <= steps[2] < 400
+    np.testing.assert_array_equal(
+        checkpoint_vector(reference, 200), checkpoint_vector(workdir, 200)
+    )
+
+    assert run_until(LONG_RUN, workdir, "step 330/400", signal.SIGKILL) == -signal.SIGKILL
+    resumed = run_binary("main", *LONG_RUN, f"--workdir={workdir}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming from the checkpoint at step 300" in resumed.stderr
+    np.testing.assert_array_equal(
+        checkpoint_vector(reference, 400), checkpoint_vector(workdir, 400)
+    )
+    final_eval = lambda w: [m for m in read_jsonl(w / "metrics.jsonl") if "eval/accuracy" in m][-1]
+    assert final_eval(reference) == final_eval(workdir)
+
+
+def test_truncated_newest_checkpoint_is_skipped_and_kept_aside(trained_workdir, tmp_path):
+    original, _ = trained_workdir
+    workdir = tmp_path / "run"
+    shutil.copytree(original, workdir)
+    for path in (workdir / "checkpoints" / "60").rglob("*"):
+        if path.is_file() and path.parent.name == "d":
+            os.truncate(path, path.stat().st_size // 2)
+    result = run_binary("main", "--experiment=digits_cnn:quick", f"--workdir={workdir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Skipped the unreadable checkpoint 60" in result.stderr
+    assert "Resuming from the checkpoint at step 30" in result.stderr
+    assert (workdir / "checkpoints_unreadable" / "60").is_dir()
+    np.testing.assert_array_equal(checkpoint_vector(original, 60), checkpoint_vector(workdir, 60))
+
+
+def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(trained_workdir, tmp_path):
+    original, _ = trained_workdir
+    workdir = tmp_path / "run"
+    shutil.copytree(original, workdir)
+    before = snapshot(workdir / "checkpoints")
+    result = run_binary(
+        "main",
+        "--experiment=digits_cnn:quick",
+        "--config.num_steps=120",
+        "--config.optimizer.lr=1e30",
+        f"--workdir={workdir}",
+    )
+    assert result.returncode == 2
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: training diverged: the loss was ")
+    assert "The last checkpoint (step 60)" in message
+    assert "Traceback" not in result.stderr
+    assert snapshot(workdir / "checkpoints") == before
+
+
+def test_restore_on_another_device_count(trained_workdir, tmp_path):
+    original, _ = trained_workdir
+    workdir = tmp_path / "run"
+    shutil.copytree(original, workdir)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=3"}
+    result = run_binary("eval", f"--workdir={workdir}", "--once", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "on 3 device(s)" in result.stderr  # trained on 8
+    row = read_jsonl(workdir / "eval" / "metrics.jsonl")[-1]
+    trained = [m for m in read_jsonl(workdir / "metrics.jsonl") if "eval/accuracy" in m][-1]
+    assert row["step"] == 60
+    np.testing.assert_allclose(row["accuracy"], trained["eval/accuracy"])
+    np.testing.assert_allclose(row["loss"], trained["eval/loss"], rtol=1e-5)
+
+
+def test_keeps_the_latest_and_the_best(tmp_path):
+    mngr = checkpoint.manager(tmp_path, keep=2, best_metric="accuracy")
+    state = {"x": np.zeros(3, np.float32)}
+    for step, accuracy in enumerate([0.5, 0.9, 0.6, 0.7, 0.65, 0.66], start=1):
+        checkpoint.save(mngr, step, state, {"accuracy": accuracy})
+    mngr.wait_until_finished()
+    assert mngr.all_steps() == [2, 5, 6]
+    assert checkpoint.best_step(mngr, "accuracy") == 2
+    loss_mngr = checkpoint.manager(tmp_path / "by_loss", keep=1, best_metric="loss")
+    for step, loss in enumerate([3.0, 1.0, 2.0], start=1):
+        checkpoint.save(loss_mngr, step, state, {"loss": loss})
+    loss_mngr.wait_until_finished()
+    assert loss_mngr.all_steps() == [2, 3]
+
+
+def test_sigterm_handler_only_sets_a_flag():
+    watch = checkpoint.PreemptionWatch()
+    try:
+        assert not watch.signalled
+        timer = threading.Timer(0, lambda: os.kill(os.getpid(), signal.SIGTERM))
+        timer.start()
+        timer.join()
+        assert watch.signalled
+    finally:
+        watch.close()
+
+
+def test_the_best_checkpoint_survives_a_restart(tmp_path):
+    state = {"x": np.zeros(3, np.float32)}
+    mngr = checkpoint.manager(tmp_path, keep=1, best_metric="accuracy")
+    for step, accuracy in [(1, 0.5), (2, 0.9), (3, 0.6)]:
+        checkpoint.save(mngr, step, state, {"accuracy": accuracy})
+    mngr.wait_until_finished()
+    mngr.close()
+    mngr = checkpoint.manager(tmp_path, keep=1, best_metric="accuracy")  # a resumed run
+    checkpoint.save(mngr, 4, state, {"accuracy": 0.7})
+    mngr.wait_until_finished()
+    assert mngr.all_steps() == [2, 4]
+    assert checkpoint.best_step(checkpoint.manager(tmp_path, for_reading=True), "accuracy") == 2

@@ -1,0 +1,240 @@
+"""Every registered model, the built-ins and the repository's plugins: output shapes, what train
+and eval mode do, parameter counts against the published figures, bfloat16 compute; and a model
+plugin from outside the repository trained by the real binary.
+
+Most checks read the traced forward pass (a jaxpr: no weights, no compilation), which costs well
+under a second per model, so they cover every model. Tracing train mode and running a model
+cost more (seconds each on CPU for the deep ones), so those checks take one model per
+architecture: the smallest with the same model class and module types (resnet18 stands for
+resnet34, resnet50 for resnet101 to 200).
+"""
+
+import json
+import textwrap
+
+import jax
+import jax.extend.core
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import run_binary
+from flax import nnx
+
+from recog import MODELS, plugins
+from recog.models import info
+
+plugins.load_repo_folder()
+MODEL_NAMES = MODELS.names()
+NUM_CLASSES = 10
+IMAGES = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+RANDOM_PRIMITIVES = {"random_bits", "random_seed", "random_wrap", "random_fold_in", "random_split"}
+
+# Parameters at 1000 classes (WRN: 10), as published: torchvision for ResNets (v1.5 has the
+# same count as v1), ConvNeXt, MobileNetV2 and EfficientNet; the WRN paper for WRN-28-10.
+PUBLISHED_PARAMS = {
+    "resnet18": (11.69e6, 1000),
+    "resnet34": (21.80e6, 1000),
+    "resnet50": (25.56e6, 1000),
+    "resnet101": (44.55e6, 1000),
+    "resnet152": (60.19e6, 1000),
+    "resnet200": (64.67e6, 1000),
+    "convnext_tiny": (28.59e6, 1000),
+    "convnext_small": (50.22e6, 1000),
+    "mobilenet_v2": (3.50e6, 1000),
+    "efficientnet_b0": (5.29e6, 1000),
+    "wrn28_10": (36.5e6, 10),
+}
+
+
+def forward_jaxpr(name: str, *, train: bool, **config) -> jax.extend.core.ClosedJaxpr:
+    """The traced forward pass of `name` on IMAGES; returns (logits, BatchNorm statistics)."""
+    graphdef, state = nnx.split(info.abstract_model(name, NUM_CLASSES, **config))
+
+    def forward(state, images):
+        model = nnx.merge(graphdef, state)
+        model.train() if train else model.eval()
+        return model(images), nnx.state(model, nnx.BatchStat)
+
+    return jax.make_jaxpr(forward)(state, IMAGES)
+
+
+def equations(jaxpr: jax.extend.core.Jaxpr):
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            yield from equations(sub)
+
+
+def primitive_names(closed: jax.extend.core.ClosedJaxpr) -> set[str]:
+    return {eqn.primitive.name for eqn in equations(closed.jaxpr)}
+
+
+def batch_stat_outputs(closed: jax.extend.core.ClosedJaxpr) -> list:
+    return closed.jaxpr.outvars[1:]
+
+
+def architecture(name: str) -> tuple:
+    model = info.abstract_model(name, NUM_CLASSES)
+    return type(model), frozenset(type(node) for _, node in nnx.iter_graph(model))
+
+
+def representatives() -> list[str]:
+    """The model with the fewest parameters of each architecture (class and module types)."""
+    smallest = {}
+    for name in MODEL_NAMES:
+        size = info.param_count(name, NUM_CLASSES)
+        key = architecture(name)
+        if key not in smallest or size < smallest[key][0]:
+            smallest[key] = (size, name)
+    return sorted(name for _, name in smallest.values())
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_eval_mode_is_deterministic_and_leaves_batch_stats(name):
+    closed = forward_jaxpr(name, train=False)
+    assert closed.out_avals[0].shape == (2, NUM_CLASSES)
+    assert closed.out_avals[0].dtype == jnp.float32
+    assert not primitive_names(closed) & RANDOM_PRIMITIVES  # no dropout or stochastic depth
+    inputs = set(closed.jaxpr.invars)
+    assert all(var in inputs for var in batch_stat_outputs(closed))  # returned untouched
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_bfloat16_computes_in_bfloat16_with_float32_state(name):
+    model = info.abstract_model(name, NUM_CLASSES, dtype="bfloat16")
+    state = jax.tree.leaves(nnx.state(model, nnx.Param)) + jax.tree.leaves(
+        nnx.state(model, nnx.BatchStat)
+    )
+    assert all(leaf.dtype == jnp.float32 for leaf in state)
+    closed = forward_jaxpr(name, train=False, dtype="bfloat16")
+    assert closed.out_avals[0].dtype == jnp.float32
+    heavy = [
+        eqn
+        for eqn in equations(closed.jaxpr)
+        if eqn.primitive.name in ("conv_general_dilated", "dot_general")
+    ]
+    assert heavy and all(eqn.invars[0].aval.dtype == jnp.bfloat16 for eqn in heavy)
+
+
+@pytest.mark.parametrize(
+    ("name", "config"),
+    [
+        ("convnext_tiny", {"drop_path_rate": 0.1}),
+        ("efficientnet_b0", {"drop_path_rate": 0.2, "dropout_rate": 0.2}),
+        ("mobilenet_v2", {"dropout_rate": 0.2}),
+        ("wrn16_4", {"dropout_rate": 0.3}),
+    ],
+)
+def test_dropout_and_stochastic_depth_follow_config_and_train_mode(name, config):
+    assert primitive_names(forward_jaxpr(name, train=True, **config)) & RANDOM_PRIMITIVES
+    assert not primitive_names(forward_jaxpr(name, train=False, **config)) & RANDOM_PRIMITIVES
+    off = {key: 0.0 for key in config}
+    assert not primitive_names(forward_jaxpr(name, train=True, **off)) & RANDOM_PRIMITIVES
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_PARAMS))
+def test_parameter_count_matches_published(name):
+    published, num_classes = PUBLISHED_PARAMS[name]
+    assert info.param_count(name, num_classes) == pytest.approx(published, rel=0.005)
+
+
+def test_gflops_count_a_multiply_add_as_two():
+    assert info.gflops("resnet50") == pytest.approx(2 * 4.1, rel=0.05)  # 4.1 GMACs published
+
+
+@pytest.mark.parametrize("name", representatives())
+def test_train_mode_updates_every_batch_stat(name):
+    closed = forward_jaxpr(name, train=True)
+    inputs = set(closed.jaxpr.invars)
+    assert not any(var in inputs for var in batch_stat_outputs(closed))
+
+
+def synthetic_state(abstract_state: nnx.State) -> nnx.State:
+    """Arrays for an abstract state without running the model's initialisers, each of which
+    would cost an XLA compilation: matrices and kernels ~ N(0, 1 / fan-in); vectors (norm scales,
+    biases, BatchNorm statistics) ~ U(0.5, 1.5), which keeps variances positive; zero RNG keys."""
+    rng = np.random.default_rng(0)
+
+    def fill(leaf):
+        if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(np.zeros((*leaf.shape, 2), np.uint32))
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            return np.zeros(leaf.shape, leaf.dtype)
+        if len(leaf.shape) < 2:
+            return rng.uniform(0.5, 1.5, leaf.shape).astype(leaf.dtype)
+        fan_in = np.prod(leaf.shape[:-1])
+        return (rng.standard_normal(leaf.shape) / np.sqrt(fan_in)).astype(leaf.dtype)
+
+    return jax.tree.map(fill, abstract_state)
+
+
+@pytest.mark.parametrize("name", representatives())
+def test_bfloat16_forward_is_close_to_float32(name):
+    graphdef, abstract_state = nnx.split(info.abstract_model(name, NUM_CLASSES))
+    bfloat16_graphdef, _ = nnx.split(info.abstract_model(name, NUM_CLASSES, dtype="bfloat16"))
+
+    @jax.jit
+    def logits(state, images):
+        def run(graph):
+            model = nnx.merge(graph, state)
+            model.eval()
+            return model(images)
+
+        return run(graphdef), run(bfloat16_graphdef)
+
+    images = np.random.default_rng(1).standard_normal(IMAGES.shape, np.float32)
+    float32_logits, bfloat16_logits = logits(synthetic_state(abstract_state), images)
+    assert bfloat16_logits.dtype == jnp.float32 and np.isfinite(float32_logits).all()
+    scale = float(jnp.abs(float32_logits).max())
+    np.testing.assert_allclose(bfloat16_logits, float32_logits, rtol=0, atol=0.05 * scale)
+
+
+PLUGIN = '''
+"""A user's model plugin, kept outside the repository."""
+
+import jax.numpy as jnp
+from flax import nnx
+
+from recog import MODELS
+
+
+class TinyNet(nnx.Module):
+    def __init__(self, num_classes, *, in_channels, widths, dtype, rngs):
+        self.dtype = jnp.dtype(dtype)
+        self.conv = nnx.Conv(in_channels, widths[0], (3, 3), dtype=self.dtype, rngs=rngs)
+        self.head = nnx.Linear(widths[0], num_classes, dtype=self.dtype, rngs=rngs)
+
+    def __call__(self, x):
+        x = nnx.relu(self.conv(x.astype(self.dtype)))
+        return self.head(x.mean(axis=(1, 2))).astype(jnp.float32)
+
+
+@MODELS.register("tiny_plugin_net")
+def tiny_plugin_net(num_classes, *, in_channels, rngs, widths=(16,), dtype="float32"):
+    """One conv layer and a linear classifier."""
+    return TinyNet(num_classes, in_channels=in_channels, widths=widths, dtype=dtype, rngs=rngs)
+'''
+
+
+def test_model_plugin_outside_the_repo_trains(tmp_path):
+    path = tmp_path / "my_models" / "tiny_net.py"
+    path.parent.mkdir()
+    path.write_text(textwrap.dedent(PLUGIN))
+    workdir = tmp_path / "workdir"
+    result = run_binary(
+        "main",
+        "--experiment=digits_cnn",
+        f"--plugins={path}",
+        "--config.model.name=tiny_plugin_net",
+        "--config.num_steps=5",
+        "--config.log_every=5",
+        "--config.eval_every=5",
+        "--config.checkpoint_every=5",
+        f"--workdir={workdir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["model"]["name"] == "tiny_plugin_net" and config["plugins"] == [str(path)]
+    lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert any("train/loss" in m and m["step"] == 5 for m in lines)
+    assert any("eval/accuracy" in m and m["step"] == 5 for m in lines)
