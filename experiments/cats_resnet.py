@@ -30,6 +30,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.eval_batch_size = 256
     config.num_steps = 40 * 18_610 // 256
     config.label_smoothing = 0.1
+    config.eval_flip = True  # evaluate on each image and its mirror image, averaging the logits
     config.grad_accum_steps = 1
     config.ema_decay = 0.9998
     config.sharding = "replicated"
@@ -77,22 +78,19 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
 def apply_cpu_variant(config: ml_collections.ConfigDict) -> None:
     train_images = 2_000
-    epochs = 60
+    epochs = 55
     config.batch_size = 64
     config.eval_batch_size = 200
     config.num_steps = epochs * train_images // config.batch_size
     config.ema_decay = 0.0
-    config.label_smoothing = 0.1
-    config.data.train_pipeline = "inception_crop(112, area_min=0.25)|flip_lr|color_jitter(0.3, 0.3, 0.3, 0.02)"
-    config.data.eval_pipeline = "resize_small(128)|center_crop(112)"
-    config.data.batch_pipeline = ""
+    config.data.train_pipeline = "inception_crop(96, area_min=0.25)|flip_lr"
+    config.data.eval_pipeline = "resize_small(110)|center_crop(96)"
     config.data.cache = True  # 2,000 decoded photos take about 1 GB
     config.model.name = "resnet18"
-    config.model.width = 32
-    config.model.dtype = "float32"
-    config.optimizer = ml_collections.ConfigDict(
-        dict(name="adamw", lr=2e-3, weight_decay=0.05, grad_clip_norm=0.0)
-    )
+    config.model.width = 32  # half width: 2.8M parameters
+    config.model.dtype = "float32"  # bfloat16 is no faster on this CPU
+    config.optimizer.lr = 0.1
+    config.optimizer.weight_decay = 5e-4
     config.schedule.warmup_steps = 2 * train_images // config.batch_size
     config.log_every = 20
     config.eval_every = 5 * train_images // config.batch_size

@@ -138,10 +138,18 @@ class ConvNeXt(nnx.Module):
         )
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        return self.classify(self.features(x))
+
+    def features(self, x: jnp.ndarray) -> jnp.ndarray:
+        """The last stage's NHWC feature map, before pooling (what Grad-CAM explains)."""
         x = x.astype(self.dtype)
         for layer in self.layers:
             x = layer(x)
-        x = self.head_norm(x.mean(axis=(1, 2)))
+        return x
+
+    def classify(self, feature_map: jnp.ndarray) -> jnp.ndarray:
+        """Logits of a feature map: global average pool, LayerNorm, linear classifier."""
+        x = self.head_norm(feature_map.mean(axis=(1, 2)))
         return self.head(x).astype(jnp.float32)
 
 

@@ -109,9 +109,10 @@ class MBConv(nnx.Module):
         ]
         self.layers = nnx.Sequential(*layers)
         self.residual = stride == 1 and in_channels == out_channels
-        # Dropout with a mask shared over H, W, C drops the whole branch per example: stochastic
-        # depth (Huang et al. 2016). It draws from `rngs` and is off in eval mode.
-        self.drop_path = nnx.Dropout(drop_path_rate, broadcast_dims=(1, 2, 3), rngs=rngs)
+        if self.residual:
+            # Dropout with a mask shared over H, W, C drops the whole branch per example:
+            # stochastic depth (Huang et al. 2016). It draws from `rngs`; off in eval mode.
+            self.drop_path = nnx.Dropout(drop_path_rate, broadcast_dims=(1, 2, 3), rngs=rngs)
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         y = self.layers(x)
@@ -159,13 +160,17 @@ class EfficientNetB0(nnx.Module):
             )
             channels = out_channels
         blocks.append(ConvBN(channels, 1280, 1, dtype=self.dtype, rngs=rngs))
+        # `features` (the NHWC map before pooling) and `classify` are what Grad-CAM needs.
         self.features = nnx.Sequential(*blocks)
         self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
         self.head = nnx.Linear(1280, num_classes, dtype=self.dtype, rngs=rngs)
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        x = self.features(x.astype(self.dtype)).mean(axis=(1, 2))
-        return self.head(self.dropout(x)).astype(jnp.float32)
+        return self.classify(self.features(x.astype(self.dtype)))
+
+    def classify(self, feature_map: jnp.ndarray) -> jnp.ndarray:
+        """Logits of a feature map: global average pool, dropout, linear classifier."""
+        return self.head(self.dropout(feature_map.mean(axis=(1, 2)))).astype(jnp.float32)
 
 
 @MODELS.register("efficientnet_b0")

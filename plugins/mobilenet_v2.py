@@ -124,13 +124,17 @@ class MobileNetV2(nnx.Module):
                 )
                 channels = out_channels
         layers.append(ConvBN(channels, 1280, 1, dtype=self.dtype, rngs=rngs))
+        # `features` (the NHWC map before pooling) and `classify` are what Grad-CAM needs.
         self.features = nnx.Sequential(*layers)
         self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
         self.head = nnx.Linear(1280, num_classes, dtype=self.dtype, rngs=rngs)
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        x = self.features(x.astype(self.dtype)).mean(axis=(1, 2))
-        return self.head(self.dropout(x)).astype(jnp.float32)
+        return self.classify(self.features(x.astype(self.dtype)))
+
+    def classify(self, feature_map: jnp.ndarray) -> jnp.ndarray:
+        """Logits of a feature map: global average pool, dropout, linear classifier."""
+        return self.head(self.dropout(feature_map.mean(axis=(1, 2)))).astype(jnp.float32)
 
 
 @MODELS.register("mobilenet_v2")

@@ -18,11 +18,11 @@ confusion-matrix picture and the training curves.
 
 import json
 import time
-from pathlib import Path
 
 from absl import flags, logging
+from etils import epath
 
-from recog import cli, data, experiments, parallel, plugins
+from recog import cli, data, experiments, parallel, plugins, robustness
 from recog.errors import UserError
 from recog.train import checkpoint, evaluation, report
 from recog.train.metrics import MetricWriter
@@ -36,16 +36,22 @@ _TIMEOUT_SECONDS = flags.DEFINE_float(
     "timeout_seconds", 3600.0, "Stop following after this long without a new checkpoint."
 )
 _PLUGINS = flags.DEFINE_list("plugins", [], "Plugins to load besides those the run used.")
+_ROBUSTNESS = flags.DEFINE_bool(
+    "robustness",
+    False,
+    "Measure accuracy under occlusion and rotation for the latest (or --step) checkpoint; "
+    "writes eval/robustness.{json,md,png}.",
+)
 
 
-def evaluated_steps(metrics_path: Path, split: str) -> set[int]:
+def evaluated_steps(metrics_path: epath.Path, split: str) -> set[int]:
     if not metrics_path.is_file():
         return set()
     rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
     return {row["step"] for row in rows if row.get("split") == split}
 
 
-def wait_for_config(workdir: Path, timeout: float, poll: float):
+def wait_for_config(workdir: epath.Path, timeout: float, poll: float):
     """The run's config; a follower started before training waits for it to appear."""
     deadline = time.monotonic() + timeout
     while not (workdir / checkpoint.CONFIG_FILE).is_file() and time.monotonic() < deadline:
@@ -57,8 +63,8 @@ def main(argv: list[str]) -> None:
     del argv
     if not _WORKDIR.value:
         raise UserError("--workdir is required: the work directory of a training run.")
-    workdir = Path(_WORKDIR.value)
-    if _ONCE.value:
+    workdir = checkpoint.workdir_path(_WORKDIR.value)
+    if _ONCE.value or _ROBUSTNESS.value:
         config = checkpoint.read_config(workdir)
     else:
         config = wait_for_config(workdir, _TIMEOUT_SECONDS.value, _POLL_SECONDS.value)
@@ -74,6 +80,11 @@ def main(argv: list[str]) -> None:
     steps = build_steps(config, source.num_classes, data.image_channels(source), mesh)
     sharding = parallel.batch_sharding(mesh)
     split = config.data.eval_split
+    if _ROBUSTNESS.value:
+        results = robustness.run(workdir, config, source, steps, sharding, _STEP.value)
+        logging.info("Robustness report: %s", workdir / "eval" / "robustness.md")
+        print(json.dumps(results), flush=True)
+        return
     metrics_path = workdir / "eval" / "metrics.jsonl"
     writer = MetricWriter(metrics_path, workdir / "eval")
     done = evaluated_steps(metrics_path, split)

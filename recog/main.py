@@ -18,7 +18,7 @@ from recog.errors import TrainingDiverged, UserError
 from recog.registry import ALL
 from recog.train import checkpoint, evaluation
 from recog.train.metrics import MetricWriter, Progress
-from recog.train.step import build_steps
+from recog.train.step import build_steps, check_accumulation
 
 _EXPERIMENT = flags.DEFINE_string("experiment", None, "NAME[:variant] of experiments/NAME.py.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go.")
@@ -58,9 +58,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     mesh = parallel.make_mesh()
     parallel.check_batch_size("config.batch_size", config.batch_size, mesh)
     parallel.check_batch_size("config.eval_batch_size", config.eval_batch_size, mesh)
+    check_accumulation(config, mesh)
     source = data.make_source(config.data)
     steps = build_steps(config, source.num_classes, data.image_channels(source), mesh)
-    checkpoint.claim_workdir(workdir, config)
+    checkpoint.claim_workdir(workdir, config, data.describe(source))
 
     checkpoints = checkpoint.manager(workdir, config.keep_checkpoints, config.best_metric)
     state = checkpoint.restore_latest(checkpoints, steps.abstract_state, workdir)
@@ -93,7 +94,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     def run_eval() -> dict:
         return evaluation.evaluate_weights(steps, state, eval_batches, source.class_names)
 
-    writer = MetricWriter(Path(workdir) / "metrics.jsonl", Path(workdir) / "tensorboard")
+    workdir_path = checkpoint.workdir_path(workdir)
+    writer = MetricWriter(workdir_path / "metrics.jsonl", workdir_path / "tensorboard")
     progress = Progress(first_step, config.num_steps, config.batch_size)
     preemption = checkpoint.PreemptionWatch()
     logging.info(

@@ -6,7 +6,7 @@ import pytest
 
 from recog import UserError, data, experiments, parallel
 from recog.train import evaluation
-from recog.train.step import build_steps
+from recog.train.step import build_steps, check_accumulation
 
 
 def run_steps(config, mesh, batches):
@@ -112,7 +112,7 @@ def test_gradient_accumulation_matches_one_large_batch(digits_source):
 def test_accumulation_that_does_not_divide_is_refused():
     config = experiments.load("digits_cnn", ["grad_accum_steps=32"])  # 128 / 32 = 4 < 8 devices
     with pytest.raises(UserError, match="grad_accum_steps=32 micro-batches that each divide"):
-        build_steps(config, 10, 1, parallel.make_mesh())
+        check_accumulation(config, parallel.make_mesh())
 
 
 def test_ema_of_weights_is_kept_and_evaluated(digits_source):

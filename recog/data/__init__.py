@@ -54,6 +54,13 @@ def make_source(data_config: ml_collections.ConfigDict) -> TfdsSource:
     return source
 
 
+def describe(source: TfdsSource) -> dict:
+    """What a trained model needs to know of its data: class names and the image shape (None for
+    a variable height or width)."""
+    shape = source.builder.info.features[source.image_key].shape
+    return {"class_names": source.class_names, "image_shape": list(shape)}
+
+
 def image_channels(source: TfdsSource) -> int:
     return source.builder.info.features[source.image_key].shape[-1]
 

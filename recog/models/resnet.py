@@ -123,11 +123,19 @@ class ResNet(nnx.Module):
         self.head = nnx.Linear(channels, num_classes, dtype=self.dtype, rngs=rngs)
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        return self.classify(self.features(x))
+
+    def features(self, x: jnp.ndarray) -> jnp.ndarray:
+        """The last stage's NHWC feature map, before pooling (what Grad-CAM explains)."""
         x = nnx.relu(self.stem_bn(self.stem_conv(x.astype(self.dtype))))
         x = max_pool_3x3_stride_2(x)
         for block in self.blocks:
             x = block(x)
-        return self.head(x.mean(axis=(1, 2))).astype(jnp.float32)
+        return x
+
+    def classify(self, feature_map: jnp.ndarray) -> jnp.ndarray:
+        """Logits of a feature map: global average pool, linear classifier."""
+        return self.head(feature_map.mean(axis=(1, 2))).astype(jnp.float32)
 
 
 @MODELS.register("resnet18")

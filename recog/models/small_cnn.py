@@ -49,6 +49,10 @@ class SmallCNN(nnx.Module):
         self.head = nnx.Linear(channels, num_classes, dtype=self.dtype, rngs=rngs)
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        return self.classify(self.features(x))
+
+    def features(self, x: jnp.ndarray) -> jnp.ndarray:
+        """The last stage's NHWC feature map, before pooling (what Grad-CAM explains)."""
         x = x.astype(self.dtype)
         for i, conv in enumerate(self.convs):
             x = conv(x)
@@ -57,8 +61,11 @@ class SmallCNN(nnx.Module):
             x = nnx.relu(x)
             if i % 2 == 1 and i // 2 < self.num_stages - 1:
                 x = nnx.max_pool(x, (2, 2), strides=(2, 2))
-        x = x.mean(axis=(1, 2))
-        return self.head(x).astype(jnp.float32)
+        return x
+
+    def classify(self, feature_map: jnp.ndarray) -> jnp.ndarray:
+        """Logits of a feature map: global average pool, linear classifier."""
+        return self.head(feature_map.mean(axis=(1, 2))).astype(jnp.float32)
 
 
 @MODELS.register("small_cnn")

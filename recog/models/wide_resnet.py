@@ -47,11 +47,19 @@ class WideResNet(nnx.Module):
         self.head = nnx.Linear(channels, num_classes, dtype=self.dtype, rngs=rngs)
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        return self.classify(self.features(x))
+
+    def features(self, x: jnp.ndarray) -> jnp.ndarray:
+        """The NHWC feature map after the final BN-ReLU, before pooling (what Grad-CAM
+        explains)."""
         x = self.stem_conv(x.astype(self.dtype))
         for block in self.blocks:
             x = block(x)
-        x = nnx.relu(self.final_bn(x))
-        return self.head(x.mean(axis=(1, 2))).astype(jnp.float32)
+        return nnx.relu(self.final_bn(x))
+
+    def classify(self, feature_map: jnp.ndarray) -> jnp.ndarray:
+        """Logits of a feature map: global average pool, linear classifier."""
+        return self.head(feature_map.mean(axis=(1, 2))).astype(jnp.float32)
 
 
 @MODELS.register("wrn28_10")

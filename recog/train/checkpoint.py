@@ -1,22 +1,30 @@
 """Orbax checkpoints of the train state in `WORKDIR/checkpoints`, and the work directory's guard."""
 
+import json
 import os
 import signal
-from pathlib import Path
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 
 from recog import experiments
 from recog.errors import UserError
 
 CONFIG_FILE = "config.json"
+DATASET_FILE = "dataset.json"
 
 
-def checkpoint_dir(workdir: str | Path) -> Path:
-    return Path(workdir).resolve() / "checkpoints"
+def workdir_path(workdir: str | os.PathLike) -> epath.Path:
+    """The work directory as a path that may also be remote (gs://bucket/..., for TPU pods)."""
+    workdir = os.fspath(workdir)
+    return epath.Path(workdir if "://" in workdir else os.path.abspath(workdir))
+
+
+def checkpoint_dir(workdir: str | os.PathLike) -> epath.Path:
+    return workdir_path(workdir) / "checkpoints"
 
 
 def lower_is_better(metric: str) -> bool:
@@ -24,7 +32,7 @@ def lower_is_better(metric: str) -> bool:
 
 
 def manager(
-    workdir: str | Path,
+    workdir: str | os.PathLike,
     keep: int = 3,
     best_metric: str | None = None,
     for_reading: bool = False,
@@ -77,7 +85,7 @@ def best_step(mngr: ocp.CheckpointManager, metric: str) -> int | None:
     return pick(scored)[1]
 
 
-def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, workdir: str | Path):
+def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, workdir: str | os.PathLike):
     """Restores `step` onto the shardings of `abstract_state` (any device count)."""
     try:
         return mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
@@ -89,7 +97,7 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, workdir: str
         ) from None
 
 
-def restore_latest(mngr: ocp.CheckpointManager, abstract_state, workdir: str | Path):
+def restore_latest(mngr: ocp.CheckpointManager, abstract_state, workdir: str | os.PathLike):
     """The newest checkpoint that restores, or None when there is none.
 
     An unreadable checkpoint (truncated files, say, from a crash or a full disk) is moved aside
@@ -108,7 +116,7 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state, workdir: str | P
         for bad_step, error in errors:
             logging.warning("Skipped the unreadable checkpoint %d: %s", bad_step, error)
             if jax.process_index() == 0:
-                aside = Path(workdir) / "checkpoints_unreadable"
+                aside = workdir_path(workdir) / "checkpoints_unreadable"
                 aside.mkdir(exist_ok=True)
                 (checkpoint_dir(workdir) / str(bad_step)).rename(aside / str(bad_step))
         if errors:
@@ -143,8 +151,8 @@ class PreemptionWatch:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
-    path = Path(workdir) / CONFIG_FILE
+def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+    path = workdir_path(workdir) / CONFIG_FILE
     if not path.is_file():
         raise UserError(f"{workdir} is not a recog work directory: it has no {CONFIG_FILE}.")
     return experiments.from_json(path.read_text())
@@ -152,16 +160,19 @@ def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
 
 def _identity(config: ml_collections.ConfigDict) -> dict[str, str]:
     return {
-        "experiment": Path(config.experiment.partition(":")[0]).stem,
+        "experiment": os.path.splitext(os.path.basename(config.experiment.partition(":")[0]))[0],
         "model": config.model.name,
         "dataset": config.data.name,
     }
 
 
-def claim_workdir(workdir: str | Path, config: ml_collections.ConfigDict) -> None:
+def claim_workdir(
+    workdir: str | os.PathLike, config: ml_collections.ConfigDict, dataset: dict
+) -> None:
     """Refuses a work directory whose checkpoints belong to another experiment, model or dataset;
-    otherwise writes the resolved config there (atomically, on process 0)."""
-    workdir = Path(workdir)
+    otherwise writes the resolved config and `dataset` (class names, image shape) there,
+    atomically, on process 0."""
+    workdir = workdir_path(workdir)
     has_checkpoints = checkpoint_dir(workdir).is_dir() and any(checkpoint_dir(workdir).iterdir())
     config_path = workdir / CONFIG_FILE
     if has_checkpoints and config_path.is_file():
@@ -176,6 +187,19 @@ def claim_workdir(workdir: str | Path, config: ml_collections.ConfigDict) -> Non
             )
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
-        tmp = config_path.with_suffix(".json.tmp")
-        tmp.write_text(experiments.to_json(config))
-        os.replace(tmp, config_path)
+        write_atomically(config_path, experiments.to_json(config))
+        write_atomically(workdir / DATASET_FILE, json.dumps(dataset, indent=2))
+
+
+def write_atomically(path: epath.Path, text: str) -> None:
+    tmp = path.parent / (path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def read_dataset_info(workdir: str | os.PathLike) -> dict:
+    """What predict needs to know of the training data: class names and image shape."""
+    path = workdir_path(workdir) / DATASET_FILE
+    if not path.is_file():
+        raise UserError(f"{workdir} has no {DATASET_FILE}; was it written by recog.main?")
+    return json.loads(path.read_text())

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 
 ECE_BINS = 15
-TOP_K = 5
+TOP_K = 5  # top-5 accuracy is reported when there are more than 5 classes
 
 
 def batch_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array, num_classes: int) -> dict:
@@ -22,7 +22,7 @@ def batch_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array, num_classe
     predicted = jnp.argmax(logits, -1)
     confidence = jnp.max(probs, -1)
     correct = (predicted == labels).astype(jnp.float32)
-    k = min(TOP_K, num_classes)
+    k = min(TOP_K, num_classes)  # with fewer classes the figure is dropped in `summarize`
     in_top_k = jnp.any(jax.lax.top_k(logits, k)[1] == labels[:, None], axis=-1)
     bins = jnp.clip((confidence * ECE_BINS).astype(jnp.int32), 0, ECE_BINS - 1)
     bin_onehot = jax.nn.one_hot(bins, ECE_BINS) * weight[:, None]
@@ -59,9 +59,13 @@ def summarize(totals: dict, class_names: list[str]) -> dict:
     metrics = {
         "loss": float(totals["loss_sum"] / count),
         "accuracy": float(totals["correct"] / count),
-        f"top{min(TOP_K, len(class_names))}_accuracy": float(totals["top_k_correct"] / count),
         "ece": float(gap.sum() / count),
         "macro_f1": float(f1.mean()),
+        **(
+            {f"top{TOP_K}_accuracy": float(totals["top_k_correct"] / count)}
+            if len(class_names) > TOP_K
+            else {}
+        ),
         "num_examples": int(count),
         "per_class": {
             name: {

@@ -1,31 +1,48 @@
 """Metrics to a JSON-lines file and to TensorBoard (process 0 only), and a progress line."""
 
 import json
+import os
 import time
-from pathlib import Path
 
 import jax
 import tensorflow as tf
 from absl import logging
+from etils import epath
 
 
 class MetricWriter:
-    """Appends `{"step": s, ...}` lines to `path` and scalars to TensorBoard in `tb_dir`."""
+    """Adds `{"step": s, "wall_time": unix seconds, ...}` lines to `path` and scalars to
+    TensorBoard in `tb_dir`.
 
-    def __init__(self, path: str | Path, tb_dir: str | Path):
+    A local file is appended to and flushed line by line. Object stores (gs://) cannot append, so
+    there the whole file is rewritten, atomically, at each write: writes are a few per minute.
+    """
+
+    def __init__(self, path: epath.Path, tb_dir: epath.Path):
         self.enabled = jax.process_index() == 0
         if not self.enabled:
             return
-        self.path = Path(path)
+        self.path = path
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a")
-        self._tb = tf.summary.create_file_writer(str(tb_dir))
+        self._local = "://" not in os.fspath(path)
+        if self._local:
+            self._file = open(path, "a")  # noqa: SIM115  (kept open for the run)
+        else:
+            self._lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+        self._tb = tf.summary.create_file_writer(os.fspath(tb_dir))
 
-    def write(self, step: int, metrics: dict[str, float]) -> None:
+    def write(self, step: int, metrics: dict) -> None:
         if not self.enabled:
             return
-        self._file.write(json.dumps({"step": int(step), **metrics}) + "\n")
-        self._file.flush()
+        line = json.dumps({"step": int(step), "wall_time": time.time(), **metrics}) + "\n"
+        if self._local:
+            self._file.write(line)
+            self._file.flush()
+        else:
+            self._lines.append(line)
+            tmp = self.path.parent / (self.path.name + ".tmp")
+            tmp.write_text("".join(self._lines))
+            tmp.replace(self.path)
         with self._tb.as_default(step=int(step)):
             for name, value in metrics.items():
                 if isinstance(value, int | float):
@@ -34,7 +51,8 @@ class MetricWriter:
 
     def close(self) -> None:
         if self.enabled:
-            self._file.close()
+            if self._local:
+                self._file.close()
             self._tb.close()
 
 

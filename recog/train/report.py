@@ -2,21 +2,23 @@
 confusion-matrix picture and the training curves (PNG)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
+from etils import epath
 from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
 MAX_CLASSES_DRAWN = 40
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_jsonl(path: epath.Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def plot_confusion_matrix(confusion: list[list[int]], class_names: list[str], path: Path) -> None:
+def plot_confusion_matrix(
+    confusion: list[list[int]], class_names: list[str], path: epath.Path
+) -> None:
     matrix = np.asarray(confusion, np.float64)
     recall = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
     size = 2.5 + 0.45 * len(class_names)
@@ -35,10 +37,11 @@ def plot_confusion_matrix(confusion: list[list[int]], class_names: list[str], pa
     fig.colorbar(image, ax=ax, label="fraction of the true class")
     ax.set_title("Confusion matrix")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with path.open("wb") as f:  # also on gs://
+        fig.savefig(f, format="png", dpi=100)
 
 
-def plot_training_curves(workdir: Path, path: Path) -> None:
+def plot_training_curves(workdir: epath.Path, path: epath.Path) -> None:
     train_log = _read_jsonl(workdir / "metrics.jsonl")
     eval_log = _read_jsonl(workdir / "eval" / "metrics.jsonl")
     fig = Figure(figsize=(11, 4))
@@ -62,12 +65,12 @@ def plot_training_curves(workdir: Path, path: Path) -> None:
         ax.legend()
     loss_ax.set_yscale("log")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with path.open("wb") as f:  # also on gs://
+        fig.savefig(f, format="png", dpi=100)
 
 
-def write_report(workdir: str | Path, step: int, results: dict) -> Path:
+def write_report(workdir: epath.Path, step: int, results: dict) -> epath.Path:
     """Writes eval/report.md and its pictures for the results of `step`; returns the report path."""
-    workdir = Path(workdir)
     out = workdir / "eval"
     out.mkdir(parents=True, exist_ok=True)
     class_names = list(results["per_class"])

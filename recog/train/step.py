@@ -87,14 +87,13 @@ def state_shardings(abstract_state: State, mesh: Mesh, mode: str):
     }
 
 
-def check_accumulation(config: ml_collections.ConfigDict, mesh: Mesh) -> int:
+def check_accumulation(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
     steps = config.grad_accum_steps
     if steps < 1 or config.batch_size % steps or (config.batch_size // steps) % mesh.size:
         raise UserError(
             f"config.batch_size={config.batch_size} must split into config.grad_accum_steps="
             f"{steps} micro-batches that each divide over the {mesh.size} devices."
         )
-    return steps
 
 
 def build_steps(
@@ -111,7 +110,8 @@ def build_steps(
     mean, std = config.data.mean, config.data.std
     smoothing = config.label_smoothing
     ema_decay = config.ema_decay
-    accumulation = check_accumulation(config, mesh)
+    accumulation = config.grad_accum_steps
+    eval_flip = config.eval_flip
     mix_batch = parse_batch(config.data.batch_pipeline)
     replicated = parallel.replicated(mesh)
 
@@ -189,7 +189,10 @@ def build_steps(
     def make_eval_step(weights: str):
         def eval_step(state: State, batch: Batch):
             model = nnx.merge(eval_graph, state[weights], state["model_state"])
-            logits = model(normalize(batch["image"], mean, std))
+            images = normalize(batch["image"], mean, std)
+            logits = model(images)
+            if eval_flip:  # test-time augmentation: average with the mirror image's logits
+                logits = (logits + model(images[:, :, ::-1])) / 2
             return evaluation.batch_sums(logits, batch["label"], batch["mask"], num_classes)
 
         return jax.jit(eval_step, out_shardings=replicated)

@@ -1,0 +1,141 @@
+"""Exports a trained model for serving: one file that needs only JAX to run, no recog, no Flax.
+
+    python -m recog.export --workdir=workdirs/digits_cnn --out=exported/digits.jax
+    python -m recog.export --workdir=DIR --out=model.jax --weights=ema --platforms=cpu,cuda
+
+writes two files:
+
+- PATH: a serialised `jax.export` artifact (StableHLO with the weights inside) of the function
+  uint8 images (batch, height, width, channels) -> class probabilities (batch, classes), with the
+  run's normalisation inside. The batch size is symbolic: any batch runs without re-exporting
+  (height and width are symbolic too when the eval pipeline does not fix them).
+- PATH with the suffix .json: the class names, the input shape and dtype, and the preprocessing
+  that must come first (config.data.eval_pipeline, the channel count, the size to resize to).
+
+Load and run it anywhere with a compatible JAX (CPU by default; --platforms adds cuda, tpu, ...):
+
+    import json
+
+    import jax
+    import numpy as np
+
+    with open("model.jax", "rb") as f:
+        exported = jax.export.deserialize(bytearray(f.read()))
+    with open("model.json") as f:
+        info = json.load(f)
+    images = np.zeros((4, *info["input_shape"][1:]), np.uint8)  # 4 preprocessed images
+    probabilities = np.asarray(exported.call(images))  # (4, len(info["class_names"]))
+    print(info["class_names"][int(probabilities[0].argmax())])
+
+The checkpoint is the best by config.best_metric unless --step names another; --weights=ema
+exports the moving average of the weights when the run kept one.
+"""
+
+import json
+
+import jax
+import jax.numpy as jnp
+from absl import flags, logging
+from etils import epath
+
+from recog import cli, inference
+from recog.errors import UserError
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's work directory.")
+_OUT = flags.DEFINE_string("out", None, "Where the artifact goes; its .json goes beside it.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the best one).")
+_WEIGHTS = flags.DEFINE_enum(
+    "weights", "raw", list(inference.WEIGHTS), "raw weights, or ema: their moving average."
+)
+_PLATFORMS = flags.DEFINE_list(
+    "platforms", [], "Platforms to export for: cpu, cuda, rocm, tpu (default: this machine's)."
+)
+_PLUGINS = flags.DEFINE_list("plugins", [], "Plugins to load besides those the run used.")
+
+
+def input_spec(trained: inference.Trained) -> jax.ShapeDtypeStruct:
+    """uint8 (batch, height, width, channels) with a symbolic batch, and symbolic height and
+    width where the eval pipeline leaves them to the image."""
+    height, width, channels = trained.preprocessing.input_shape()
+    if height is None:
+        batch, height, width = jax.export.symbolic_shape("batch, height, width")
+    else:
+        (batch,) = jax.export.symbolic_shape("batch")
+    return jax.ShapeDtypeStruct((batch, height, width, channels), jnp.uint8)
+
+
+def export(trained: inference.Trained, platforms: list[str] | None = None) -> jax.export.Exported:
+    """The trained model as uint8 images -> class probabilities, weights inside."""
+    params, model_state = jax.device_get((trained.params, trained.model_state))
+    probabilities = trained.probabilities_fn()
+    serve = jax.jit(lambda images: probabilities(params, model_state, images))
+    try:
+        return jax.export.export(serve, platforms=platforms or None)(input_spec(trained))
+    except ValueError as e:  # also what an unknown platform name raises
+        raise UserError(
+            f"model {trained.config.model.name!r} could not be exported: {str(e).splitlines()[0]}"
+        ) from None
+
+
+def describe(trained: inference.Trained, exported: jax.export.Exported) -> dict:
+    """What a server needs besides the artifact: labels, input, preprocessing, provenance."""
+    preprocessing = trained.preprocessing
+    return {
+        "class_names": trained.class_names,
+        "input_shape": [
+            str(d) if not isinstance(d, int) else d for d in exported.in_avals[0].shape
+        ],
+        "input_dtype": "uint8",
+        "output": "class probabilities (batch, classes), in the order of class_names",
+        "preprocessing": {
+            "pipeline": preprocessing.pipeline,
+            "channels": preprocessing.channels,
+            "resize_to": list(preprocessing.size) if preprocessing.size else None,
+            "how": "decode to RGB (EXIF orientation applied); to grayscale when channels is 1; "
+            "the recog augmentation pipeline; resize (bilinear, antialiased) to resize_to when "
+            "set and different; round to uint8",
+        },
+        "normalization": {
+            "mean": list(trained.config.data.mean),
+            "std": list(trained.config.data.std),
+        },
+        "platforms": list(exported.platforms),
+        "model": trained.config.model.name,
+        "workdir": trained.workdir,
+        "step": trained.step,
+        "weights": trained.weights,
+    }
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    if not _WORKDIR.value or not _OUT.value:
+        raise UserError("--workdir (a training run) and --out (the file to write) are required.")
+    out = epath.Path(_OUT.value)
+    info_path = out.with_suffix(".json")
+    if info_path == out:
+        raise UserError(f"--out={out} would be overwritten by its description; use another suffix.")
+    trained = inference.load(
+        _WORKDIR.value, step=_STEP.value, weights=_WEIGHTS.value, extra_plugins=_PLUGINS.value
+    )
+    exported = export(trained, _PLATFORMS.value)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(bytes(exported.serialize()))
+    info_path.write_text(json.dumps(describe(trained, exported), indent=2))
+    logging.info(
+        "Exported step %d (%s weights) of %s to %s (%s) for %s",
+        trained.step,
+        trained.weights,
+        trained.workdir,
+        out,
+        info_path.name,
+        ", ".join(exported.platforms),
+    )
+
+
+def run() -> None:
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,194 @@
+"""A trained model read back from its work directory, and the training run's own preprocessing for
+new image files: what predict, Grad-CAM and export share.
+
+Nothing here needs the training data: the class names and image shape come from
+WORKDIR/dataset.json, the model and the eval pipeline from WORKDIR/config.json, the weights from a
+checkpoint. The model runs on one device (the first JAX sees), whatever the training run used.
+"""
+
+import dataclasses
+import functools
+import os
+from collections.abc import Callable
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+from flax import nnx
+
+from recog import augment, parallel, plugins
+from recog.data import decode
+from recog.errors import UserError
+from recog.train import checkpoint
+from recog.train.step import build_steps, create_model, normalize
+
+WEIGHTS = ("raw", "ema")
+EVAL_SEED = (0, 0)  # the seed every example gets in data.eval_batches
+# Two unrelated sizes: a pipeline that maps both to one shape gives every image that shape.
+PROBE_SIZES = ((97, 131), (311, 203))
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """Image file -> the uint8 network input, as the training run's eval data was made.
+
+    `channels` is the model's input channel count (1: grayscale), `pipeline` the run's
+    config.data.eval_pipeline, and `size` the (height, width) of the training images when they
+    all had one (the result is resized to it when the pipeline does not already give it).
+    """
+
+    pipeline: str
+    channels: int
+    size: tuple[int, int] | None
+
+    @functools.cached_property
+    def ops(self) -> list[augment.pipeline.Op]:
+        return augment.parse(self.pipeline)
+
+    @staticmethod
+    def read(path: str | os.PathLike) -> np.ndarray:
+        """The image at `path` as upright RGB uint8 (H, W, 3); raises decode.UnreadableImage."""
+        return tf.io.decode_jpeg(decode.read_as_jpeg(path), channels=3).numpy()
+
+    def network_input(self, rgb: tf.Tensor) -> tf.Tensor:
+        """RGB (H, W, 3) -> the float32 network input, before rounding to uint8.
+
+        The eval pipeline runs as augment.apply runs it, less its final rounding, so that it stays
+        differentiable: Grad-CAM maps heatmaps back to the image through its gradient.
+        """
+        if self.channels == 1:
+            rgb = tf.image.rgb_to_grayscale(rgb)
+        image = rgb
+        if self.ops:
+            seeds = tf.random.experimental.stateless_split(
+                tf.constant(EVAL_SEED, tf.int64), len(self.ops)
+            )
+            for i, op in enumerate(self.ops):
+                image = op(image, seeds[i])
+        image = tf.cast(image, tf.float32)
+        if self.size is not None and tuple(image.shape[:2]) != self.size:
+            image = tf.image.resize(image, self.size, antialias=True)
+        return image
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        """RGB uint8 (H, W, 3) -> the uint8 network input (h, w, channels)."""
+        image = self.network_input(tf.convert_to_tensor(rgb))
+        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8).numpy()
+
+    def input_shape(self) -> tuple[int | None, int | None, int]:
+        """(height, width, channels) of every network input; None where it follows the image."""
+        if self.size is not None:
+            return (*self.size, self.channels)
+        shapes = {self(np.zeros((*size, 3), np.uint8)).shape for size in PROBE_SIZES}
+        return shapes.pop() if len(shapes) == 1 else (None, None, self.channels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """One checkpoint's weights with the eval-mode model definition and what describes it."""
+
+    workdir: str
+    config: ml_collections.ConfigDict
+    class_names: list[str]
+    step: int
+    weights: str  # "raw" or "ema"
+    graphdef: nnx.GraphDef
+    params: nnx.State
+    model_state: nnx.State
+    preprocessing: Preprocessing
+
+    def model(self, params: nnx.State, model_state: nnx.State) -> nnx.Module:
+        """The eval-mode model on these (possibly traced) weights; call it inside jit."""
+        return nnx.merge(self.graphdef, params, model_state)
+
+    def normalize(self, images: jax.Array) -> jax.Array:
+        """uint8 network inputs -> what the model takes, as training normalised them."""
+        return normalize(images, self.config.data.mean, self.config.data.std)
+
+    def probabilities_fn(self) -> Callable[[nnx.State, nnx.State, jax.Array], jax.Array]:
+        """f(params, model_state, uint8 images) -> class probabilities (batch, classes)."""
+
+        def probabilities(params, model_state, images):
+            logits = self.model(params, model_state)(self.normalize(images))
+            return jax.nn.softmax(logits.astype(jax.numpy.float32))
+
+        return probabilities
+
+    @functools.cached_property
+    def probabilities(self) -> Callable[[np.ndarray], np.ndarray]:
+        """uint8 images (batch, h, w, channels) -> class probabilities, compiled per shape."""
+        compiled = jax.jit(self.probabilities_fn())
+        return lambda images: np.asarray(compiled(self.params, self.model_state, images))
+
+
+def choose_step(mngr, config: ml_collections.ConfigDict, workdir, step: int | None) -> int:
+    """`step` when the work directory has it; by default the best by config.best_metric (the
+    newest when no checkpoint was saved with eval metrics)."""
+    available = sorted(mngr.all_steps())
+    if not available:
+        raise UserError(f"{workdir} holds no checkpoint yet; train it with recog.main first.")
+    if step is not None:
+        if step not in available:
+            raise UserError(
+                f"{workdir} has no checkpoint at step {step}; its checkpoints are at steps "
+                f"{', '.join(map(str, available))}."
+            )
+        return step
+    best = checkpoint.best_step(mngr, config.best_metric)
+    return max(available) if best is None else best
+
+
+def load(
+    workdir: str | os.PathLike,
+    *,
+    step: int | None = None,
+    weights: str = "raw",
+    extra_plugins: list[str] | None = None,
+) -> Trained:
+    """Reads the run's config, class names and a checkpoint (see choose_step) from `workdir`;
+    `weights="ema"` takes the moving average of the weights, when the run kept one."""
+    if weights not in WEIGHTS:
+        raise UserError(f"--weights must be one of {', '.join(WEIGHTS)}, not {weights!r}.")
+    config = checkpoint.read_config(workdir)
+    plugins.load_all(list(config.get("plugins", [])) + list(extra_plugins or []))
+    dataset = checkpoint.read_dataset_info(workdir)
+    class_names = list(dataset["class_names"])
+    *size, channels = dataset["image_shape"]
+    if channels not in (1, 3):
+        raise UserError(
+            f"{workdir} was trained on {channels}-channel images; recognising new image files "
+            "needs a model of grayscale (1) or RGB (3) images."
+        )
+    if weights == "ema" and not config.ema_decay:
+        raise UserError(
+            f"the run in {workdir} kept no moving average of its weights (config.ema_decay is "
+            "0); use --weights=raw."
+        )
+
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    steps = build_steps(config, len(class_names), channels, mesh)
+    mngr = checkpoint.manager(workdir, for_reading=True)
+    chosen = choose_step(mngr, config, workdir, step)
+    state = checkpoint.restore(mngr, chosen, steps.abstract_state, workdir)
+
+    abstract_model = nnx.eval_shape(
+        lambda: create_model(config, len(class_names), channels, config.seed)
+    )
+    abstract_model.eval()
+    graphdef, _, _ = nnx.split(abstract_model, nnx.Param, ...)
+    return Trained(
+        workdir=str(workdir),
+        config=config,
+        class_names=class_names,
+        step=chosen,
+        weights=weights,
+        graphdef=graphdef,
+        params=state["ema_params" if weights == "ema" else "params"],
+        model_state=state["model_state"],
+        preprocessing=Preprocessing(
+            pipeline=config.data.eval_pipeline,
+            channels=channels,
+            size=None if None in size else tuple(size),
+        ),
+    )
