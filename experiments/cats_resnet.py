@@ -78,7 +78,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
 def apply_cpu_variant(config: ml_collections.ConfigDict) -> None:
     train_images = 2_000
-    epochs = 55
+    epochs = 65
     config.batch_size = 64
     config.eval_batch_size = 200
     config.num_steps = epochs * train_images // config.batch_size

@@ -6,7 +6,8 @@ at the feature map's resolution. It is resized to the network input and then map
 image as the user gave it through the preprocessing itself: the transpose of the (linear,
 geometric) eval pipeline spreads each heatmap pixel over the image pixels it was made from, and
 dividing by the transpose of an all-ones map turns that into an average. Resizes and crops thus
-line up exactly; pixels the network never saw (cropped away) stay cold.
+line up exactly; pixels the network never saw (cropped away) stay cold. A run that evaluates with
+mirror images (config.eval_flip) gets the average of the image's and the mirror image's heatmaps.
 
 The optional model interface Grad-CAM needs (the built-in models and first-party plugins have it):
 
@@ -43,21 +44,36 @@ def check_supported(model: nnx.Module, model_name: str) -> None:
         )
 
 
-def grad_cam(model: nnx.Module, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+def grad_cam(
+    model: nnx.Module, images: jax.Array, mirror_too: bool = False
+) -> tuple[jax.Array, jax.Array]:
     """(class probabilities, Grad-CAM heatmaps of each image's most probable class) for
-    normalised images (batch, h, w, c); the heatmaps are (batch, h, w), in [0, 1] per image."""
-    feature_maps = model.features(images).astype(jnp.float32)
-    logits = model.classify(feature_maps)
+    normalised images (batch, h, w, c); the heatmaps are (batch, h, w), in [0, 1] per image.
+
+    `mirror_too` averages the logits with the mirror images' (as config.eval_flip evaluates),
+    and the heatmap with the mirror image's, mirrored back.
+    """
+    views = [images, images[:, :, ::-1]] if mirror_too else [images]
+    feature_maps = [model.features(view).astype(jnp.float32) for view in views]
+
+    def logits_of(maps):
+        return sum(model.classify(m) for m in maps) / len(maps)
+
+    logits = logits_of(feature_maps)
     predicted = jnp.argmax(logits, -1)
 
     def predicted_scores(maps):  # examples are independent in eval mode, so one sum is enough
-        scores = model.classify(maps)
-        return jnp.take_along_axis(scores, predicted[:, None], axis=1).sum()
+        return jnp.take_along_axis(logits_of(maps), predicted[:, None], axis=1).sum()
 
     gradients = jax.grad(predicted_scores)(feature_maps)
-    channel_weights = gradients.mean(axis=(1, 2), keepdims=True)
-    cams = jax.nn.relu((channel_weights * feature_maps).sum(-1))
-    cams = jax.image.resize(cams, (images.shape[0], *images.shape[1:3]), "bilinear")
+    cams = []
+    for maps, grads in zip(feature_maps, gradients, strict=True):
+        channel_weights = grads.mean(axis=(1, 2), keepdims=True)
+        cam = jax.nn.relu((channel_weights * maps).sum(-1))
+        cams.append(jax.image.resize(cam, (images.shape[0], *images.shape[1:3]), "bilinear"))
+    if mirror_too:
+        cams[1] = cams[1][:, :, ::-1]
+    cams = sum(cams) / len(cams)
     peak = cams.max(axis=(1, 2), keepdims=True)
     cams = jnp.where(peak > 0, cams / jnp.where(peak > 0, peak, 1.0), 0.0)
     return jax.nn.softmax(logits.astype(jnp.float32)), cams
@@ -69,7 +85,8 @@ def explainer(trained: Trained) -> Callable[[np.ndarray], tuple[np.ndarray, np.n
 
     @jax.jit
     def explain(params, model_state, images):
-        return grad_cam(trained.model(params, model_state), trained.normalize(images))
+        model = trained.model(params, model_state)
+        return grad_cam(model, trained.normalize(images), trained.mirror_too)
 
     def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         probabilities, cams = explain(trained.params, trained.model_state, images)
@@ -89,8 +106,11 @@ def to_image(preprocessing: Preprocessing, rgb: np.ndarray, cam: np.ndarray) -> 
         tape.watch(image)
         network_input = preprocessing.network_input(image)
     heat = tf.broadcast_to(tf.convert_to_tensor(cam, tf.float32)[..., None], network_input.shape)
-    spread = tape.gradient(network_input, image, output_gradients=heat)
-    coverage = tape.gradient(network_input, image, output_gradients=tf.ones_like(network_input))
+    try:
+        spread = tape.gradient(network_input, image, output_gradients=heat)
+        coverage = tape.gradient(network_input, image, output_gradients=tf.ones_like(network_input))
+    except LookupError:  # an op without a registered gradient
+        spread = coverage = None
     if spread is None or coverage is None:
         stretched = tf.image.resize(cam[..., None], rgb.shape[:2], antialias=True)
         return np.clip(stretched.numpy()[..., 0], 0.0, 1.0)

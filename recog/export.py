@@ -7,8 +7,9 @@ writes two files:
 
 - PATH: a serialised `jax.export` artifact (StableHLO with the weights inside) of the function
   uint8 images (batch, height, width, channels) -> class probabilities (batch, classes), with the
-  run's normalisation inside. The batch size is symbolic: any batch runs without re-exporting
-  (height and width are symbolic too when the eval pipeline does not fix them).
+  run's normalisation inside (and config.eval_flip's averaging with the mirror image). The batch
+  size is symbolic: any batch runs without re-exporting (height and width are symbolic too when
+  the eval pipeline does not fix them); --batch_size=N fixes it for a model that needs it fixed.
 - PATH with the suffix .json: the class names, the input shape and dtype, and the preprocessing
   that must come first (config.data.eval_pipeline, the channel count, the size to resize to).
 
@@ -41,6 +42,8 @@ from etils import epath
 from recog import cli, inference
 from recog.errors import UserError
 
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's work directory.")
 _OUT = flags.DEFINE_string("out", None, "Where the artifact goes; its .json goes beside it.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the best one).")
@@ -50,30 +53,43 @@ _WEIGHTS = flags.DEFINE_enum(
 _PLATFORMS = flags.DEFINE_list(
     "platforms", [], "Platforms to export for: cpu, cuda, rocm, tpu (default: this machine's)."
 )
+_BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", None, "Fix the batch size (default: any), for a model that needs it fixed."
+)
 _PLUGINS = flags.DEFINE_list("plugins", [], "Plugins to load besides those the run used.")
 
 
-def input_spec(trained: inference.Trained) -> jax.ShapeDtypeStruct:
-    """uint8 (batch, height, width, channels) with a symbolic batch, and symbolic height and
-    width where the eval pipeline leaves them to the image."""
+def input_spec(trained: inference.Trained, batch_size: int | None) -> jax.ShapeDtypeStruct:
+    """uint8 (batch, height, width, channels); the batch is symbolic unless `batch_size` fixes
+    it, and height and width are symbolic where the eval pipeline leaves them to the image."""
     height, width, channels = trained.preprocessing.input_shape()
     if height is None:
         batch, height, width = jax.export.symbolic_shape("batch, height, width")
     else:
         (batch,) = jax.export.symbolic_shape("batch")
-    return jax.ShapeDtypeStruct((batch, height, width, channels), jnp.uint8)
+    return jax.ShapeDtypeStruct((batch_size or batch, height, width, channels), jnp.uint8)
 
 
-def export(trained: inference.Trained, platforms: list[str] | None = None) -> jax.export.Exported:
+def export(
+    trained: inference.Trained, platforms: list[str] | None = None, batch_size: int | None = None
+) -> jax.export.Exported:
     """The trained model as uint8 images -> class probabilities, weights inside."""
+    unknown = set(platforms or []) - set(PLATFORMS)
+    if unknown:
+        raise UserError(
+            f"unknown platform(s) {', '.join(sorted(unknown))}; choose from {', '.join(PLATFORMS)}."
+        )
     params, model_state = jax.device_get((trained.params, trained.model_state))
     probabilities = trained.probabilities_fn()
     serve = jax.jit(lambda images: probabilities(params, model_state, images))
     try:
-        return jax.export.export(serve, platforms=platforms or None)(input_spec(trained))
-    except ValueError as e:  # also what an unknown platform name raises
+        return jax.export.export(serve, platforms=platforms or None)(
+            input_spec(trained, batch_size)
+        )
+    except jax.errors.InconclusiveDimensionOperation as e:
         raise UserError(
-            f"model {trained.config.model.name!r} could not be exported: {str(e).splitlines()[0]}"
+            f"model {trained.config.model.name!r} needs fixed sizes where the export leaves them "
+            f"open ({str(e).splitlines()[0]}); fix the batch with --batch_size=N."
         ) from None
 
 
@@ -92,13 +108,14 @@ def describe(trained: inference.Trained, exported: jax.export.Exported) -> dict:
             "channels": preprocessing.channels,
             "resize_to": list(preprocessing.size) if preprocessing.size else None,
             "how": "decode to RGB (EXIF orientation applied); to grayscale when channels is 1; "
-            "the recog augmentation pipeline; resize (bilinear, antialiased) to resize_to when "
-            "set and different; round to uint8",
+            "the recog augmentation pipeline; resize to resize_to when set and different (box "
+            "filter when shrinking, bilinear when enlarging); round to uint8",
         },
         "normalization": {
             "mean": list(trained.config.data.mean),
             "std": list(trained.config.data.std),
         },
+        "mirror_averaged": trained.mirror_too,
         "platforms": list(exported.platforms),
         "model": trained.config.model.name,
         "workdir": trained.workdir,
@@ -118,7 +135,7 @@ def main(argv: list[str]) -> None:
     trained = inference.load(
         _WORKDIR.value, step=_STEP.value, weights=_WEIGHTS.value, extra_plugins=_PLUGINS.value
     )
-    exported = export(trained, _PLATFORMS.value)
+    exported = export(trained, _PLATFORMS.value, _BATCH_SIZE.value)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(bytes(exported.serialize()))
     info_path.write_text(json.dumps(describe(trained, exported), indent=2))

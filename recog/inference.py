@@ -29,6 +29,25 @@ EVAL_SEED = (0, 0)  # the seed every example gets in data.eval_batches
 PROBE_SIZES = ((97, 131), (311, 203))
 
 
+def resize(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    """Resizes a float image (H, W, C): each new pixel the average of the pixels it covers (a box
+    filter, as a camera sensor or the digits scans average) when shrinking, bilinear otherwise.
+
+    ScaleAndTranslate is the kernel behind tf.image.resize(antialias=True); unlike method="area"
+    it has a gradient, through which Grad-CAM maps heatmaps back onto the image.
+    """
+    height, width = image.shape[:2]
+    shrinking = height >= size[0] and width >= size[1]
+    return tf.raw_ops.ScaleAndTranslate(
+        images=image[None],
+        size=size,
+        scale=[size[0] / height, size[1] / width],
+        translation=[0.0, 0.0],
+        kernel_type="box" if shrinking else "triangle",
+        antialias=True,
+    )[0]
+
+
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
     """Image file -> the uint8 network input, as the training run's eval data was made.
@@ -68,7 +87,7 @@ class Preprocessing:
                 image = op(image, seeds[i])
         image = tf.cast(image, tf.float32)
         if self.size is not None and tuple(image.shape[:2]) != self.size:
-            image = tf.image.resize(image, self.size, antialias=True)
+            image = resize(image, self.size)
         return image
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
@@ -106,11 +125,21 @@ class Trained:
         """uint8 network inputs -> what the model takes, as training normalised them."""
         return normalize(images, self.config.data.mean, self.config.data.std)
 
+    @property
+    def mirror_too(self) -> bool:
+        """Whether the run evaluates each image with its mirror image (config.eval_flip), averaging
+        the logits; predictions then do the same, so that they agree with the eval."""
+        return bool(self.config.get("eval_flip", False))
+
     def probabilities_fn(self) -> Callable[[nnx.State, nnx.State, jax.Array], jax.Array]:
         """f(params, model_state, uint8 images) -> class probabilities (batch, classes)."""
 
         def probabilities(params, model_state, images):
-            logits = self.model(params, model_state)(self.normalize(images))
+            model = self.model(params, model_state)
+            images = self.normalize(images)
+            logits = model(images)
+            if self.mirror_too:
+                logits = (logits + model(images[:, :, ::-1])) / 2
             return jax.nn.softmax(logits.astype(jax.numpy.float32))
 
         return probabilities

@@ -15,7 +15,8 @@ from absl import flags, logging
 
 from recog import cli, data, experiments, parallel, plugins
 from recog.errors import TrainingDiverged, UserError
-from recog.registry import ALL
+from recog.models import info
+from recog.registry import ALL, MODELS
 from recog.train import checkpoint, evaluation
 from recog.train.metrics import MetricWriter, Progress
 from recog.train.step import build_steps, check_accumulation
@@ -31,9 +32,6 @@ def first_doc_line(obj) -> str:
 
 
 def print_listing() -> None:
-    from recog import MODELS
-    from recog.models import info
-
     for registry in ALL:
         if registry is MODELS:
             print(f"models:{'params':>28s} {'GFLOPs':>8s}  (1000 classes; one 224x224 RGB image)")

@@ -7,7 +7,9 @@
 PATHs are image files or folders, searched recursively for files with an image suffix (.jpg,
 .png, .gif, .bmp, .webp, .tif, ...). Each image is prepared as the run's eval data was: decoded
 robustly (any mode, EXIF orientation applied), converted to the model's channels, passed through
-config.data.eval_pipeline, and resized to the training images' size when they all had one.
+config.data.eval_pipeline, and resized to the training images' size when they all had one. A run
+that evaluates with mirror images (config.eval_flip) has its logits averaged with the mirror
+image's here too, so that predictions agree with recog.eval.
 
 The checkpoint is the best by config.best_metric (--step=N for another), with its raw weights
 (--weights=ema for their moving average, when the run kept one). Output, one record per image:
@@ -59,7 +61,7 @@ CSV_HEADER = ("path", "rank", "label", "prob", "error")
 @dataclasses.dataclass(frozen=True)
 class ImageFile:
     path: Path
-    name: Path  # where its heatmap goes, relative to --explain's folder (without the suffix)
+    name: Path  # its heatmap goes to --explain/NAME with the suffix made .png
     missing: bool = False
 
 

@@ -4,6 +4,7 @@ localisation on a model whose evidence is known, and recog.eval's robustness rep
 
 import csv
 import io
+import itertools
 import json
 import shutil
 
@@ -166,7 +167,8 @@ def test_grad_cam_heat_follows_the_evidence_for_the_predicted_class():
     """A bright square (the evidence for the predicted class) and a dark one (evidence against
     it: as strong per pixel, so CAM without gradients, or |gradients|, or the other class, would
     light it up too) trade places; the heat must stay on the bright one, mapped back through a
-    resize-and-crop eval pipeline onto the 32x48 image, and be 0 where the crop cut away."""
+    resize-and-crop eval pipeline onto the 32x48 image, and be 0 where the crop cut away; also
+    when the mirror image's heatmap is averaged in (config.eval_flip)."""
     preprocessing = inference.Preprocessing("resize_small(16)|center_crop(16)", 1, None)
     seen_columns = slice(6, 42)  # 32x48 -> 16x24 -> its middle 16, and the resize filter's reach
     places = {
@@ -177,13 +179,13 @@ def test_grad_cam_heat_follows_the_evidence_for_the_predicted_class():
     }
     opposite = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
     model = BrightVersusDark()
-    for place, box in places.items():
+    for (place, box), mirror_too in itertools.product(places.items(), [False, True]):
         far = places[opposite[place]]
         dark = (slice(far[0].start + 1, far[0].stop - 1), slice(far[1].start + 1, far[1].stop - 1))
         rgb = two_blobs(box, dark)
         network_input = preprocessing(rgb)
         normalised = (network_input[None].astype(np.float32) / 255.0 - 0.5) / 0.5
-        probabilities, cams = explain.grad_cam(model, jnp.asarray(normalised))
+        probabilities, cams = explain.grad_cam(model, jnp.asarray(normalised), mirror_too)
         assert np.argmax(probabilities[0]) == 0, place  # "bright" is predicted
         assert cams.shape == (1, 16, 16) and float(cams.max()) == pytest.approx(1.0)
         heatmap = explain.to_image(preprocessing, rgb, np.asarray(cams[0]))

@@ -70,4 +70,5 @@ class SmallCNN(nnx.Module):
 
 @MODELS.register("small_cnn")
 def small_cnn(num_classes: int, *, rngs: nnx.Rngs, **kwargs) -> SmallCNN:
+    """Plain 3x3 conv-BN-ReLU stages with max-pooling, for quick runs and small images."""
     return SmallCNN(num_classes, rngs=rngs, **kwargs)
