@@ -2,6 +2,7 @@
 
     python -m recog.eval --workdir=workdirs/digits_cnn --once   # the latest checkpoint, now
     python -m recog.eval --workdir=workdirs/digits_cnn          # each new checkpoint, once
+    python -m recog.eval --workdir=workdirs/digits_cnn --robustness  # occlusion and rotation
     python -m recog.eval --workdir=DIR --once --config.data.eval_split=train
     python -m recog.eval --workdir=DIR --once --config.data.dir=/path/to/held_out_folder
 
