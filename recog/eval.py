@@ -99,8 +99,9 @@ def main(argv: list[str]) -> None:
         )
         return (parallel.to_global(b, sharding) for b in batches)
 
+    checkpoints = checkpoint.manager(workdir, for_reading=True)
+
     def evaluate_step(step: int) -> None:
-        checkpoints = checkpoint.manager(workdir, for_reading=True)
         state = checkpoint.restore(checkpoints, step, steps.abstract_state, workdir)
         results = evaluation.evaluate_weights(steps, state, eval_batches, source.class_names)
         results = {"split": split, **results}
@@ -113,7 +114,8 @@ def main(argv: list[str]) -> None:
 
     last_news = time.monotonic()
     while True:
-        available = checkpoint.manager(workdir, for_reading=True).all_steps()
+        checkpoints.reload()  # see what training saved since the last look
+        available = checkpoints.all_steps()
         if _ONCE.value:
             if _STEP.value is not None and _STEP.value not in available:
                 raise UserError(

@@ -120,7 +120,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             save_now = step % config.checkpoint_every == 0 or is_last or preempted
             if not (log_now or eval_now or save_now):
                 continue
-            fetched = [(s, jax.device_get(m)) for s, m in pending]
+            fetched = jax.device_get(pending)  # one transfer for all steps since the last fetch
             pending = []
             for bad_step, m in fetched:
                 if not np.isfinite(m["loss"]):

@@ -22,8 +22,6 @@ def batch_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array, num_classe
     predicted = jnp.argmax(logits, -1)
     confidence = jnp.max(probs, -1)
     correct = (predicted == labels).astype(jnp.float32)
-    k = min(TOP_K, num_classes)  # with fewer classes the figure is dropped in `summarize`
-    in_top_k = jnp.any(jax.lax.top_k(logits, k)[1] == labels[:, None], axis=-1)
     bins = jnp.clip((confidence * ECE_BINS).astype(jnp.int32), 0, ECE_BINS - 1)
     bin_onehot = jax.nn.one_hot(bins, ECE_BINS) * weight[:, None]
     confusion = jnp.einsum(
@@ -31,18 +29,20 @@ def batch_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array, num_classe
         jax.nn.one_hot(labels, num_classes) * weight[:, None],
         jax.nn.one_hot(predicted, num_classes),
     )
-    return {
+    sums = {
         "count": jnp.sum(weight),
         "loss_sum": jnp.sum(
             optax.softmax_cross_entropy_with_integer_labels(logits, labels) * weight
         ),
         "correct": jnp.sum(correct * weight),
-        "top_k_correct": jnp.sum(in_top_k * weight),
         "confusion": confusion,
-        "bin_count": jnp.sum(bin_onehot, 0),
         "bin_confidence": jnp.sum(bin_onehot * confidence[:, None], 0),
         "bin_correct": jnp.sum(bin_onehot * correct[:, None], 0),
     }
+    if num_classes > TOP_K:
+        in_top_k = jnp.any(jax.lax.top_k(logits, TOP_K)[1] == labels[:, None], axis=-1)
+        sums["top_k_correct"] = jnp.sum(in_top_k * weight)
+    return sums
 
 
 def summarize(totals: dict, class_names: list[str]) -> dict:
@@ -63,7 +63,7 @@ def summarize(totals: dict, class_names: list[str]) -> dict:
         "macro_f1": float(f1.mean()),
         **(
             {f"top{TOP_K}_accuracy": float(totals["top_k_correct"] / count)}
-            if len(class_names) > TOP_K
+            if "top_k_correct" in totals
             else {}
         ),
         "num_examples": int(count),

@@ -44,7 +44,8 @@ def _decay_mask(params):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def make_optimizer(config: ml_collections.ConfigDict):
+    """(the optax optimizer, its learning-rate schedule as a function of the step)."""
     options = dict(config.optimizer)
     name = options.pop("name")
     lr = options.pop("lr")
@@ -74,4 +75,4 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
         chain.append(optax.clip_by_global_norm(clip))
     if weight_decay and not takes_decay:
         chain.append(optax.add_decayed_weights(weight_decay, mask=_decay_mask))
-    return optax.chain(*chain, optimizer) if chain else optimizer
+    return (optax.chain(*chain, optimizer) if chain else optimizer), schedule

@@ -25,7 +25,7 @@ from recog.augment.batch import parse_batch
 from recog.errors import UserError
 from recog.registry import MODELS
 from recog.train import evaluation
-from recog.train.optim import make_optimizer, make_schedule
+from recog.train.optim import make_optimizer
 
 State = dict[str, Any]
 Batch = dict[str, jax.Array]
@@ -106,7 +106,7 @@ def build_steps(
     train_graph, _, _ = nnx.split(abstract_model, nnx.Param, ...)
     abstract_model.eval()
     eval_graph, _, _ = nnx.split(abstract_model, nnx.Param, ...)
-    optimizer = make_optimizer(config)
+    optimizer, schedule = make_optimizer(config)
     mean, std = config.data.mean, config.data.std
     smoothing = config.label_smoothing
     ema_decay = config.ema_decay
@@ -205,5 +205,5 @@ def build_steps(
         eval=make_eval_step("params"),
         eval_ema=make_eval_step("ema_params") if ema_decay else None,
         abstract_state=jax.eval_shape(jit_init),
-        schedule=make_schedule(config.optimizer.lr, config.schedule, config.num_steps),
+        schedule=schedule,
     )
