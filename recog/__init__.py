@@ -12,7 +12,8 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow is only our tf.data engine.
 
-from recog.registry import AUGMENTATIONS, DATASETS, MODELS, Registry  # noqa: I001
+from recog import xla_defaults  # noqa: F401, I001  (before JAX starts its CPU backend)
+from recog.registry import AUGMENTATIONS, DATASETS, MODELS, Registry
 from recog import augment, data, models  # noqa: F401  (registers the built-ins)
 from recog.data.sources import TfdsSource
 from recog.errors import UserError
