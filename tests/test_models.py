@@ -21,7 +21,7 @@ from conftest import run_binary
 from flax import nnx
 
 from recog import MODELS, plugins
-from recog.models import info
+from recog.models import info, layers
 
 plugins.load_repo_folder()
 MODEL_NAMES = MODELS.names()
@@ -214,6 +214,29 @@ def tiny_plugin_net(num_classes, *, in_channels, rngs, widths=(16,), dtype="floa
     """One conv layer and a linear classifier."""
     return TinyNet(num_classes, in_channels=in_channels, widths=widths, dtype=dtype, rngs=rngs)
 '''
+
+
+@pytest.mark.parametrize(
+    ("size", "kernel", "stride"),
+    [(2, 3, 1), (1, 3, 1), (2, 3, 2), (4, 7, 2), (3, 3, 1), (8, 3, 2), (1, 1, 1)],
+)
+def test_conv_of_inputs_smaller_than_the_kernel_equals_xla_conv(size, kernel, stride):
+    """layers.conv computes those as one matmul (XLA's CPU conv is slow there); the values and
+    both gradients must stay those of lax.conv_general_dilated."""
+    ours = layers.conv(8, 16, kernel, stride=stride, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    xla = nnx.Conv(8, 16, (kernel, kernel), strides=stride, padding=kernel // 2, use_bias=False,
+                   rngs=nnx.Rngs(0))  # fmt: skip
+    xla.kernel[...] = ours.kernel[...]
+    images = jax.random.normal(jax.random.key(1), (4, size, size, 8))
+
+    def loss(conv, x):
+        return (conv(x) ** 2).sum()
+
+    ours_grads = nnx.grad(loss, argnums=(0, 1))(ours, images)
+    xla_grads = nnx.grad(loss, argnums=(0, 1))(xla, images)
+    np.testing.assert_allclose(ours(images), xla(images), atol=1e-5)
+    np.testing.assert_allclose(ours_grads[0].kernel[...], xla_grads[0].kernel[...], atol=1e-4)
+    np.testing.assert_allclose(ours_grads[1], xla_grads[1], atol=1e-5)
 
 
 def test_model_plugin_outside_the_repo_trains(tmp_path):
