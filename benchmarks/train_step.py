@@ -23,6 +23,7 @@ ratios stay meaningful on a shared, noisy machine.
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -68,7 +69,6 @@ def step_config(model: str, dtype: str, batch_size: int) -> ml_collections.Confi
     config = experiments.load("cats_resnet", [])
     config.model = ml_collections.ConfigDict({"name": model, "dtype": dtype})
     config.batch_size = batch_size
-    config.label_smoothing = 0.1
     return config
 
 
@@ -181,8 +181,8 @@ def measure_loop(image_size: int, batch_size: int, steps: int) -> dict:
     log_every = 5
     warmup = 10
     if config.data.cache:
-        epoch = -(-source.num_examples(config.data.train_split) // batch_size)
-        warmup = max(warmup, -(-(epoch + 1) // log_every) * log_every)
+        epoch = math.ceil(source.num_examples(config.data.train_split) / batch_size)
+        warmup = max(warmup, math.ceil((epoch + 1) / log_every) * log_every)
         description += f", timed after the first epoch ({warmup} steps) fills the decode cache"
     config.num_steps = warmup + steps
     config.log_every = log_every
@@ -203,8 +203,6 @@ def torch_reference(image_size: int, batch_size: int) -> dict | str:
     """The PyTorch figures, or why there are none."""
     if not _TORCH.value:
         return "not run (--notorch)"
-    if _MODEL.value not in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
-        return f"no PyTorch twin of {_MODEL.value} in {TORCH_REFERENCE.name}"
     command = [
         sys.executable,
         str(TORCH_REFERENCE),
@@ -218,11 +216,15 @@ def torch_reference(image_size: int, batch_size: int) -> dict | str:
     if result.returncode:
         if "No module named 'torch'" in result.stderr:
             return "PyTorch is not installed (pip install torch==2.13.0)"
+        if "--model: invalid choice" in result.stderr:
+            return f"no PyTorch twin of {_MODEL.value} in {TORCH_REFERENCE.name}"
         return f"the PyTorch reference failed: {result.stderr.strip().splitlines()[-1]}"
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def scaling(image_size: int, batch_size: int) -> list[dict]:
+def scaling(image_size: int, batch_size: int, measured: dict) -> list[dict]:
+    """One row per batch size at `image_size` and per image size at `batch_size`; the point the
+    main measurement already took (`measured`) is not compiled again."""
     points = [(int(b), image_size) for b in _SCALING_BATCH_SIZES.value]
     points += [(batch_size, int(s)) for s in _SCALING_IMAGE_SIZES.value if int(s) != image_size]
     rows = []
@@ -230,21 +232,21 @@ def scaling(image_size: int, batch_size: int) -> list[dict]:
     for batch, size in points:
         if batch % mesh_size:
             continue
-        config = step_config(_MODEL.value, _DTYPE.value, batch)
-        figures = measure_step(config, size, 3, _NUM_CLASSES.value, _SCALING_STEPS.value)
+        if (batch, size) == (batch_size, image_size):
+            figures = measured
+        else:
+            config = step_config(_MODEL.value, _DTYPE.value, batch)
+            figures = measure_step(config, size, 3, _NUM_CLASSES.value, _SCALING_STEPS.value)
         rows.append(
             {
                 "batch_size": batch,
                 "image_size": size,
                 "images_per_sec": figures["images_per_sec"],
-                "memory_mib": (figures["memory_bytes"] or 0) / 2**20,
+                "memory_mib": figures["memory_bytes"] and figures["memory_bytes"] / 2**20,
             }
         )
-        print(
-            f"  batch {batch:4d}  {size:4d} px  {figures['images_per_sec']:8.1f} img/s"
-            f"  {rows[-1]['memory_mib']:8.0f} MiB",
-            flush=True,
-        )
+        memory = f"{rows[-1]['memory_mib']:8.0f} MiB" if rows[-1]["memory_mib"] else "n/a"
+        print(f"  batch {batch:4d}  {size:4d} px  {figures['images_per_sec']:8.1f} img/s  {memory}")
     return rows
 
 
@@ -306,6 +308,7 @@ def main(argv):
     )
     print(f"  eval step            : {batch_size / eval_seconds:8.1f} images/sec")
 
+    loop = None
     if _LOOP_STEPS.value:
         logging.set_verbosity(logging.WARNING)
         loop = measure_loop(image_size, batch_size, _LOOP_STEPS.value)
@@ -314,7 +317,7 @@ def main(argv):
         print(f"  loop efficiency      : {loop['loop'] / loop['bare']:8.2f}")
 
     print("scaling (XLA's memory estimate: arguments + outputs + temporaries - donated):")
-    rows = scaling(image_size, batch_size)
+    rows = scaling(image_size, batch_size, step)
     out = Path(_OUT.value)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"train_step_{model}_{image_size}px_b{batch_size}_{_DTYPE.value}"
@@ -336,7 +339,7 @@ def main(argv):
             {
                 "step": {k: v for k, v in step.items() if k not in ("steps", "state", "batch")},
                 "matmul_peak_flops": peaks,
-                "loop": loop if _LOOP_STEPS.value else None,
+                "loop": loop,
                 "scaling": rows,
                 "pytorch": reference,
             },

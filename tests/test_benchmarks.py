@@ -2,6 +2,7 @@
 and recog's CPU defaults for XLA respect what the user set."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -111,11 +112,11 @@ def test_cpu_xla_defaults_leave_the_users_flags_alone(monkeypatch, environ, expe
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(xla_defaults.importlib.metadata, "version", lambda package: "0.10.2")
     xla_defaults.set_cpu_xla_defaults()
-    assert xla_defaults.os.environ.get("XLA_FLAGS", "") == expected
+    assert os.environ.get("XLA_FLAGS", "") == expected
 
 
 def test_cpu_xla_defaults_only_for_the_measured_jaxlib(monkeypatch):
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     monkeypatch.setattr(xla_defaults.importlib.metadata, "version", lambda package: "0.11.0")
     xla_defaults.set_cpu_xla_defaults()
-    assert "XLA_FLAGS" not in xla_defaults.os.environ
+    assert "XLA_FLAGS" not in os.environ
