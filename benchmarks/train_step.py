@@ -10,13 +10,16 @@
    FLOP/s as a fraction of this machine's matmul peak (a large jnp.dot, measured in the same run
    in float32 and bfloat16).
 2. The eval step's images/sec.
+   Then every convolution and matmul of the step (forward and backward), each timed alone
+   (op_breakdown.py): for large layers, their sum is about what they cost in the step.
 3. Loop efficiency: `recog.main`'s training loop on real photos (an image folder given by
    --data_dir, else TFDS cats_vs_dogs if it is prepared, else the embedded digits) divided by the
    bare step's images/sec (mean step time, as the loop's) for the same model and data.
 4. Scaling: images/sec and XLA's memory estimate as the batch size and the image size grow, as a
    table and a plot (PNG in --out).
 5. The same architecture and batch in PyTorch (benchmarks/torch_resnet.py, in a subprocess; needs
-   `pip install torch==2.13.0`). The last line printed is `recog/pytorch ratio: X`.
+   `pip install torch==2.13.0`), and the ratio if every op but the convolutions and matmuls
+   took no time. The last line printed is `recog/pytorch ratio: X`.
 
 Nothing here asserts a time: it prints figures. Every figure is measured in this run, so the
 ratios stay meaningful on a shared, noisy machine.
@@ -36,6 +39,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import flags, logging
+from op_breakdown import breakdown
 
 from recog import cli, data, experiments, parallel, plugins
 from recog.errors import UserError
@@ -57,6 +61,9 @@ _SCALING_IMAGE_SIZES = flags.DEFINE_list(
     "scaling_image_sizes", ["64", "128", "224"], "Image sizes of the scaling table."
 )
 _SCALING_STEPS = flags.DEFINE_integer("scaling_steps", 3, "Timed steps per scaling point.")
+_BREAKDOWN = flags.DEFINE_bool(
+    "breakdown", True, "Time every convolution and matmul of the step alone."
+)
 _TORCH = flags.DEFINE_bool("torch", True, "Run the PyTorch reference (needs torch installed).")
 _OUT = flags.DEFINE_string("out", "workdirs/benchmarks", "Where the plot and the JSON go.")
 
@@ -199,6 +206,32 @@ def measure_loop(image_size: int, batch_size: int, steps: int) -> dict:
     return {"data": description, "loop": loop, "bare": bare["images_per_sec_mean"]}
 
 
+def print_breakdown(step: dict, batch_size: int, rows: int = 12) -> float:
+    """Prints the step's costliest convolutions and matmuls; returns their summed seconds."""
+    ops = breakdown(step["steps"].train, step["state"], step["batch"], call_seconds, _STEPS.value)
+    heavy_seconds = sum(op.count * op.seconds for op in ops)
+    step_seconds = batch_size / step["images_per_sec"]
+
+    def gflops(op) -> str:
+        return f"{op.flops / op.seconds / 1e9:.0f}" if op.seconds else "n/a"
+
+    print("convolutions and matmuls of the step, each timed alone on one device:")
+    print("  count   ms each  GFLOP/s   ms in all  op")
+    for op in ops[:rows]:
+        print(
+            f"  {op.count:5d}  {op.seconds * 1e3:8.2f}  {gflops(op):>7}  "
+            f"{op.count * op.seconds * 1e3:10.1f}  {op.label}"
+        )
+    if len(ops) > rows:
+        rest = sum(op.count * op.seconds for op in ops[rows:])
+        print(f"  ... {len(ops) - rows} more distinct ops, {rest * 1e3:.1f} ms in all")
+    print(
+        f"  convolutions+matmuls : {heavy_seconds * 1e3:8.1f} ms of the "
+        f"{step_seconds * 1e3:.1f} ms step ({heavy_seconds / step_seconds:.0%})"
+    )
+    return heavy_seconds
+
+
 def torch_reference(image_size: int, batch_size: int) -> dict | str:
     """The PyTorch figures, or why there are none."""
     if not _TORCH.value:
@@ -307,6 +340,7 @@ def main(argv):
         call_seconds(lambda: step["steps"].eval(step["state"], step["batch"]), _STEPS.value)
     )
     print(f"  eval step            : {batch_size / eval_seconds:8.1f} images/sec")
+    heavy_seconds = print_breakdown(step, batch_size) if _BREAKDOWN.value else None
 
     loop = None
     if _LOOP_STEPS.value:
@@ -332,6 +366,11 @@ def main(argv):
             f"pytorch {reference['torch']} ({reference['threads']} threads, channels-last): "
             f"{reference['images_per_sec']:.1f} images/sec, {reference['params']:,} parameters"
         )
+        if heavy_seconds:
+            ceiling = batch_size / reference["images_per_sec"] / heavy_seconds
+            print(
+                f"  ratio if every op but the convolutions and matmuls took no time: {ceiling:.2f}"
+            )
     else:
         ratio = f"n/a ({reference})"
     (out / f"{stem}.json").write_text(
@@ -339,6 +378,7 @@ def main(argv):
             {
                 "step": {k: v for k, v in step.items() if k not in ("steps", "state", "batch")},
                 "matmul_peak_flops": peaks,
+                "heavy_ops_seconds": heavy_seconds,
                 "loop": loop,
                 "scaling": rows,
                 "pytorch": reference,

@@ -7,10 +7,16 @@ import re
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import pytest
 from conftest import REPO
+from jax import lax
 
 from recog import xla_defaults
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import op_breakdown
 
 YNN_DEFAULT = (
     "--xla_cpu_experimental_ynn_fusion_type="
@@ -56,6 +62,8 @@ def test_train_step_benchmark_prints_every_figure(tmp_path):
     assert 0 < figure("loop efficiency") < 10
     assert "embedded digits resized to 16 px" in text  # no cats data here: the digits fallback
     assert re.search(r"achieved\s*:.*of the float32 matmul peak", text)
+    assert figure("convolutions\\+matmuls") > 0
+    assert re.search(r"^\s+\d+\s+[\d.]+\s+(\d+|n/a)\s+[\d.]+\s+conv 8x16x16x", text, re.M)
     scaling_rows = [line for line in lines if re.match(r"\s+batch\s+\d+\s+\d+ px", line)]
     assert len(scaling_rows) == 3  # batch 8 and 16 at 16 px, batch 8 at 8 px
     assert lines[-1] == "recog/pytorch ratio: n/a (not run (--notorch))"
@@ -64,6 +72,7 @@ def test_train_step_benchmark_prints_every_figure(tmp_path):
     assert (tmp_path / f"{stem}.png").stat().st_size > 0
     saved = json.loads((tmp_path / f"{stem}.json").read_text())
     assert saved["step"]["flops_per_image"] > 0
+    assert saved["heavy_ops_seconds"] > 0
     assert [(r["batch_size"], r["image_size"]) for r in saved["scaling"]] == [
         (8, 16),
         (16, 16),
@@ -88,6 +97,25 @@ def test_train_step_benchmark_against_pytorch(tmp_path):
     assert f"pytorch {torch.__version__}" in text
     assert f"{recog_params} parameters" in text  # the same architecture on both sides
     assert re.fullmatch(r"recog/pytorch ratio: \d+\.\d\d", lines[-1])
+
+
+def test_op_breakdown_counts_every_convolution_and_matmul_and_times_them():
+    def step(images, kernel):
+        features = lax.conv(images, kernel, (1, 1), "SAME")
+        features = lax.conv(features, kernel, (1, 1), "SAME")  # same shapes: the same op
+        matrix = features.reshape(-1, 16)[:16]
+        matrix, _ = lax.scan(lambda m, _: (m @ m, None), matrix, length=3)
+        return jnp.sum(matrix)
+
+    images, kernel = jnp.ones((2, 16, 8, 8)), jnp.ones((16, 16, 3, 3))
+    ops = op_breakdown.heavy_ops(jax.make_jaxpr(step)(images, kernel).jaxpr)
+    assert [(op.label, op.count) for op in ops] == [
+        ("matmul 16x16 * 16x16 -> 16x16", 3),
+        ("conv 2x16x8x8 * 16x16x3x3 -> 2x16x8x8", 2),
+    ]
+    matmul = ops[0]
+    op_breakdown.time_op(matmul, lambda call, count: [0.0], steps=1)
+    assert matmul.flops == 2 * 16**3
 
 
 @pytest.mark.parametrize(
