@@ -93,7 +93,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return evaluation.evaluate_weights(steps, state, eval_batches, source.class_names)
 
     workdir_path = checkpoint.workdir_path(workdir)
-    writer = MetricWriter(workdir_path / "metrics.jsonl", workdir_path / "tensorboard")
+    writer = MetricWriter(
+        workdir_path / "metrics.jsonl", workdir_path / "tensorboard", first_step=first_step
+    )
     progress = Progress(first_step, config.num_steps, config.batch_size)
     preemption = checkpoint.PreemptionWatch()
     logging.info(

@@ -10,8 +10,10 @@ import threading
 
 import numpy as np
 from conftest import REPO, checkpoint_vector, read_jsonl, run_binary, snapshot
+from etils import epath
 
 from recog.train import checkpoint
+from recog.train.metrics import set_aside_lines_after
 
 LONG_RUN = [
     "--experiment=digits_cnn",
@@ -81,6 +83,15 @@ def test_kill_and_sigterm_at_several_points_resume_to_the_same_state(tmp_path):
         return {k: v for k, v in row.items() if k != "wall_time"}
 
     assert final_eval(reference) == final_eval(workdir)
+
+    def train_steps(path):
+        return [m["step"] for m in read_jsonl(path) if "train/loss" in m]
+
+    # The lines the killed runs wrote past their last checkpoint were set aside, not repeated.
+    assert train_steps(workdir / "metrics.jsonl") == train_steps(reference / "metrics.jsonl")
+    aside = train_steps(workdir / "metrics.superseded.jsonl")
+    assert all(100 < step <= 200 or 300 < step < 400 for step in aside)
+    assert any(step <= 200 for step in aside) and any(step > 300 for step in aside)
 
 
 def test_truncated_newest_checkpoint_is_skipped_and_kept_aside(trained_workdir, tmp_path):
@@ -172,3 +183,18 @@ def test_the_best_checkpoint_survives_a_restart(tmp_path):
     mngr.wait_until_finished()
     assert mngr.all_steps() == [2, 4]
     assert checkpoint.best_step(checkpoint.manager(tmp_path, for_reading=True), "accuracy") == 2
+
+
+def test_metric_lines_past_the_resumed_step_are_set_aside_not_lost(tmp_path):
+    path = epath.Path(tmp_path / "metrics.jsonl")
+    lines = [f'{{"step": {step}, "train/loss": 1.0}}\n' for step in (10, 20, 30, 40)]
+    path.write_text("".join(lines) + '{"step": 5')  # a line cut short by a kill
+    (tmp_path / "metrics.superseded.jsonl").write_text('{"step": 99}\n')  # an earlier restart's
+
+    set_aside_lines_after(path, 20)
+    assert path.read_text() == "".join(lines[:2])
+    assert (tmp_path / "metrics.superseded.jsonl").read_text() == (
+        '{"step": 99}\n' + "".join(lines[2:]) + '{"step": 5\n'
+    )
+    set_aside_lines_after(path, 20)  # nothing more to move: both files stay as they are
+    assert path.read_text() == "".join(lines[:2])

@@ -16,14 +16,19 @@ class MetricWriter:
 
     A local file is appended to and flushed line by line. Object stores (gs://) cannot append, so
     there the whole file is rewritten, atomically, at each write: writes are a few per minute.
+
+    A training run that starts (or resumes) at `first_step` trains the steps after it again, so
+    the lines an earlier run wrote after that step move to `metrics.superseded.jsonl` beside it.
     """
 
-    def __init__(self, path: epath.Path, tb_dir: epath.Path):
+    def __init__(self, path: epath.Path, tb_dir: epath.Path, first_step: int | None = None):
         self.enabled = jax.process_index() == 0
         if not self.enabled:
             return
         self.path = path
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if first_step is not None and path.exists():
+            set_aside_lines_after(path, first_step)
         self._local = "://" not in os.fspath(path)
         if self._local:
             self._file = open(path, "a")  # noqa: SIM115  (kept open for the run)
@@ -54,6 +59,35 @@ class MetricWriter:
             if self._local:
                 self._file.close()
             self._tb.close()
+
+
+def set_aside_lines_after(path: epath.Path, step: int) -> None:
+    """Moves the lines of `path` that are past `step` (or unreadable, as a line cut short by a
+    crash) to `<name>.superseded.jsonl`: appended there first, then `path` replaced atomically,
+    so that no line is ever in neither file."""
+    kept, superseded = [], []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            current = json.loads(line)["step"] <= step
+        except (ValueError, KeyError, TypeError):
+            current = False
+        (kept if current else superseded).append(line if line.endswith("\n") else line + "\n")
+    if not superseded:
+        return
+    aside = path.parent / path.name.replace(".jsonl", ".superseded.jsonl")
+    earlier = aside.read_text() if aside.exists() else ""
+    tmp = path.parent / (path.name + ".tmp")
+    tmp.write_text(earlier + "".join(superseded))
+    tmp.replace(aside)
+    tmp.write_text("".join(kept))
+    tmp.replace(path)
+    logging.warning(
+        "Moved %d metric line(s) past step %d, from a run that stopped before its next "
+        "checkpoint, to %s: this run trains those steps again.",
+        len(superseded),
+        step,
+        aside,
+    )
 
 
 class Progress:
