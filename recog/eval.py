@@ -102,7 +102,9 @@ def main(argv: list[str]) -> None:
     checkpoints = checkpoint.manager(workdir, for_reading=True)
 
     def evaluate_step(step: int) -> None:
-        state = checkpoint.restore(checkpoints, step, steps.abstract_state, workdir)
+        state = checkpoint.restore(
+            checkpoints, step, steps.abstract_state, workdir, weights_only=True
+        )
         results = evaluation.evaluate_weights(steps, state, eval_batches, source.class_names)
         results = {"split": split, **results}
         writer.write(step, results)

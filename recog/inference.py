@@ -199,7 +199,7 @@ def load(
     steps = build_steps(config, len(class_names), channels, mesh)
     mngr = checkpoint.manager(workdir, for_reading=True)
     chosen = choose_step(mngr, config, workdir, step)
-    state = checkpoint.restore(mngr, chosen, steps.abstract_state, workdir)
+    state = checkpoint.restore(mngr, chosen, steps.abstract_state, workdir, weights_only=True)
 
     abstract_model = nnx.eval_shape(
         lambda: create_model(config, len(class_names), channels, config.seed)

@@ -171,7 +171,7 @@ def run(
     mngr = checkpoint.manager(workdir, for_reading=True)
     latest = max(mngr.all_steps(), default=None)
     step = inference.choose_step(mngr, config, workdir, latest if step is None else step)
-    state = checkpoint.restore(mngr, step, steps.abstract_state, workdir)
+    state = checkpoint.restore(mngr, step, steps.abstract_state, workdir, weights_only=True)
     results = {
         "step": step,
         "split": config.data.eval_split,

@@ -8,12 +8,15 @@ import subprocess
 import sys
 import threading
 
+import jax
 import numpy as np
 from conftest import REPO, checkpoint_vector, read_jsonl, run_binary, snapshot
 from etils import epath
 
+from recog import inference, parallel
 from recog.train import checkpoint
 from recog.train.metrics import set_aside_lines_after
+from recog.train.step import build_steps
 
 LONG_RUN = [
     "--experiment=digits_cnn",
@@ -198,3 +201,44 @@ def test_metric_lines_past_the_resumed_step_are_set_aside_not_lost(tmp_path):
     )
     set_aside_lines_after(path, 20)  # nothing more to move: both files stay as they are
     assert path.read_text() == "".join(lines[:2])
+
+
+def abstract_train_state(workdir):
+    """The abstract train state of the run in `workdir`."""
+    config = checkpoint.read_config(workdir)
+    dataset = checkpoint.read_dataset_info(workdir)
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    steps = build_steps(config, len(dataset["class_names"]), dataset["image_shape"][-1], mesh)
+    return steps.abstract_state
+
+
+def test_weights_only_restore_reads_no_optimizer_state(trained_workdir):
+    workdir, _ = trained_workdir
+    abstract_state = abstract_train_state(workdir)
+    mngr = checkpoint.manager(workdir, for_reading=True)
+    full = checkpoint.restore(mngr, 60, abstract_state, workdir)
+    reader = checkpoint.manager(workdir, for_reading=True)  # a manager restores one way only
+    weights = checkpoint.restore(reader, 60, abstract_state, workdir, weights_only=True)
+    assert "opt_state" in full and sorted(weights) == ["model_state", "params"]
+    for key in weights:
+        jax.tree.map(np.testing.assert_array_equal, weights[key], full[key])
+
+
+def test_moving_average_weights_restore_without_optimizer_state(tmp_path):
+    result = run_binary(
+        "main",
+        "--experiment=digits_cnn:quick",
+        "--config.ema_decay=0.5",
+        "--config.num_steps=2",
+        "--config.checkpoint_every=2",
+        "--config.eval_every=2",
+        f"--workdir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ema = inference.load(tmp_path, weights="ema")
+    raw = inference.load(tmp_path, weights="raw")
+    full = checkpoint.restore(
+        checkpoint.manager(tmp_path, for_reading=True), 2, abstract_train_state(tmp_path), tmp_path
+    )
+    jax.tree.map(np.testing.assert_array_equal, ema.params, full["ema_params"])
+    jax.tree.map(np.testing.assert_array_equal, raw.params, full["params"])

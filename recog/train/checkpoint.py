@@ -85,9 +85,29 @@ def best_step(mngr: ocp.CheckpointManager, metric: str) -> int | None:
     return pick(scored)[1]
 
 
-def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, workdir: str | os.PathLike):
-    """Restores `step` onto the shardings of `abstract_state` (any device count)."""
+WEIGHTS = ("params", "ema_params", "model_state")
+
+
+def restore(
+    mngr: ocp.CheckpointManager,
+    step: int,
+    abstract_state,
+    workdir: str | os.PathLike,
+    weights_only: bool = False,
+):
+    """Restores `step` onto the shardings of `abstract_state` (any device count). With
+    `weights_only`, only the weights and BatchNorm statistics are read (evaluating and
+    predicting need no optimizer state, which is as large as the weights or larger). Orbax fixes
+    a manager's way of restoring at its first restore: use one manager per way."""
     try:
+        if weights_only:
+            wanted = {key: abstract_state[key] for key in WEIGHTS if key in abstract_state}
+            args = ocp.args.PyTreeRestore(
+                item=wanted,
+                restore_args=ocp.checkpoint_utils.construct_restore_args(wanted),
+                partial_restore=True,
+            )
+            return mngr.restore(step, args=args)
         return mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(
