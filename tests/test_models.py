@@ -276,3 +276,35 @@ def test_model_plugin_outside_the_repo_trains(tmp_path):
     lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert any("train/loss" in m and m["step"] == 5 for m in lines)
     assert any("eval/accuracy" in m and m["step"] == 5 for m in lines)
+
+
+@pytest.mark.parametrize(
+    ("shape", "window", "strides", "padding", "dtype"),
+    [
+        ((2, 9, 8, 3), (3, 3), (2, 2), ((1, 1), (1, 1)), jnp.float32),  # ResNet's stem pool
+        ((2, 8, 8, 4), (2, 2), (2, 2), ((0, 0), (0, 0)), jnp.float32),  # small_cnn's
+        ((1, 7, 6, 2), (3, 2), (1, 2), ((1, 0), (0, 1)), jnp.float32),
+        ((2, 8, 8, 4), (3, 3), (2, 2), ((1, 1), (1, 1)), jnp.bfloat16),
+    ],
+)
+def test_max_pool_equals_nnx_max_pool_and_its_gradient(shape, window, strides, padding, dtype):
+    """layers.max_pool has its own backward pass (JAX's is slow on XLA's CPU backend); it must
+    send each window's gradient to the same input as JAX's, ties included (ReLU outputs tie at
+    zero all the time)."""
+    x = nnx.relu(jax.random.normal(jax.random.key(0), shape)).astype(dtype)
+    x = x.at[0, 0, :2].set(1.0)  # a tie at a positive value, inside overlapping windows
+
+    def reference(x):
+        return nnx.max_pool(x, window, strides=strides, padding=padding)
+
+    def ours(x):
+        return layers.max_pool(x, window, strides, padding)
+
+    pooled = reference(x)
+    grad = jax.random.normal(jax.random.key(1), pooled.shape).astype(dtype)
+    np.testing.assert_array_equal(ours(x), pooled)
+    np.testing.assert_allclose(
+        jax.vjp(ours, x)[1](grad)[0].astype(jnp.float32),
+        jax.vjp(reference, x)[1](grad)[0].astype(jnp.float32),
+        atol=1e-6 if dtype == jnp.float32 else 1e-2,
+    )

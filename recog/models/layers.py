@@ -3,11 +3,16 @@
 Parameters are always float32; `dtype` is the compute dtype (float32 or bfloat16).
 """
 
+import functools
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 from jax import lax
+
+Shape2 = tuple[int, int]
+Padding2 = tuple[tuple[int, int], tuple[int, int]]
 
 # He et al. 2015 initialisation, as torchvision's ResNets use it.
 HE_NORMAL_FAN_OUT = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -105,7 +110,46 @@ def batch_norm(
 
 
 def max_pool_3x3_stride_2(x: jnp.ndarray) -> jnp.ndarray:
-    return nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    return max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def max_pool(x: jnp.ndarray, window: Shape2, strides: Shape2, padding: Padding2) -> jnp.ndarray:
+    """nnx.max_pool over NHWC, with the same gradient (to the first maximum of each window, in
+    row-major order) computed in one pass over the window's taps. JAX differentiates
+    reduce_window through a select-and-gather that XLA's CPU backend runs slowly: 300 ms of
+    ResNet-18's 2 s train step at 128 px, batch 64, for its one pool (this: 90 ms)."""
+    return nnx.max_pool(x, window, strides=strides, padding=padding)
+
+
+def _max_pool_forward(x, window, strides, padding):
+    pooled = max_pool(x, window, strides, padding)
+    return pooled, (x, pooled)
+
+
+def _max_pool_backward(window, strides, padding, residuals, grad):
+    x, pooled = residuals
+    padded = jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=-jnp.inf)
+    (oh, ow), (sh, sw) = pooled.shape[1:3], strides
+    taken = jnp.zeros(pooled.shape, bool)
+    grad_padded = jnp.zeros(padded.shape, grad.dtype)
+    for i in range(window[0]):
+        for j in range(window[1]):
+            rows, cols = (oh - 1) * sh + 1, (ow - 1) * sw + 1
+            hit = (padded[:, i : i + rows : sh, j : j + cols : sw, :] == pooled) & ~taken
+            taken = taken | hit
+            placement = (
+                (0, 0, 0),
+                (i, padded.shape[1] - i - rows, sh - 1),
+                (j, padded.shape[2] - j - cols, sw - 1),
+                (0, 0, 0),
+            )
+            grad_padded += lax.pad(jnp.where(hit, grad, 0), jnp.zeros((), grad.dtype), placement)
+    (top, _), (left, _) = padding
+    return (grad_padded[:, top : top + x.shape[1], left : left + x.shape[2], :],)
+
+
+max_pool.defvjp(_max_pool_forward, _max_pool_backward)
 
 
 def stages(

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 from flax import nnx
 
+from recog.models.layers import max_pool
 from recog.registry import MODELS
 
 
@@ -60,7 +61,7 @@ class SmallCNN(nnx.Module):
                 x = self.norms[i](x)
             x = nnx.relu(x)
             if i % 2 == 1 and i // 2 < self.num_stages - 1:
-                x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+                x = max_pool(x, (2, 2), (2, 2), ((0, 0), (0, 0)))
         return x
 
     def classify(self, feature_map: jnp.ndarray) -> jnp.ndarray:
