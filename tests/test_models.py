@@ -308,3 +308,12 @@ def test_max_pool_equals_nnx_max_pool_and_its_gradient(shape, window, strides, p
         jax.vjp(reference, x)[1](grad)[0].astype(jnp.float32),
         atol=1e-6 if dtype == jnp.float32 else 1e-2,
     )
+
+
+@pytest.mark.parametrize("first", [1.0, jnp.nan, jnp.inf])
+def test_materialized_is_the_identity_with_the_identity_gradient(first):
+    x = jnp.arange(6.0).reshape(2, 3).at[0, 0].set(first)
+    np.testing.assert_array_equal(jax.jit(layers.materialized)(x), x)
+    grad = jax.grad(lambda x: jnp.sum(layers.materialized(x) * jnp.arange(6.0).reshape(2, 3)))
+    np.testing.assert_array_equal(grad(jnp.ones((2, 3))), jnp.arange(6.0).reshape(2, 3))
+    assert "cond" in str(jax.make_jaxpr(layers.materialized)(x))  # on CPU, where it matters
