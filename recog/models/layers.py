@@ -133,38 +133,61 @@ def max_pool_3x3_stride_2(x: jnp.ndarray) -> jnp.ndarray:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def max_pool(x: jnp.ndarray, window: Shape2, strides: Shape2, padding: Padding2) -> jnp.ndarray:
-    """nnx.max_pool over NHWC, with the same gradient (to the first maximum of each window, in
-    row-major order) computed in one pass over the window's taps. JAX differentiates
-    reduce_window through a select-and-gather that XLA's CPU backend runs slowly: 300 ms of
-    ResNet-18's 2 s train step at 128 px, batch 64, for its one pool (this: 90 ms)."""
-    return nnx.max_pool(x, window, strides=strides, padding=padding)
+    """nnx.max_pool over NHWC, with the same gradient: to the first maximum of each window, in
+    row-major order. The forward pass notes which tap won; the backward pass sends each
+    window's gradient there. JAX differentiates reduce_window through a select-and-gather that
+    XLA's CPU backend runs slowly: 300 ms of ResNet-18's 2 s train step at 128 px, batch 64,
+    for its one pool."""
+    return _max_pool_and_argmax(x, window, strides, padding)[0]
+
+
+def _taps(padded, window, strides, out_size):
+    """The input under tap (i, j) of every window, for each tap in row-major order."""
+    (oh, ow), (sh, sw) = out_size, strides
+    rows, cols = (oh - 1) * sh + 1, (ow - 1) * sw + 1
+    for i in range(window[0]):
+        for j in range(window[1]):
+            yield padded[:, i : i + rows : sh, j : j + cols : sw, :]
+
+
+def _max_pool_and_argmax(x, window, strides, padding):
+    padded = jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=-jnp.inf)
+    out_size = [
+        (p - k) // s + 1 for p, k, s in zip(padded.shape[1:3], window, strides, strict=True)
+    ]
+    pooled, argmax = None, None
+    for index, tap in enumerate(_taps(padded, window, strides, out_size)):
+        if pooled is None:
+            pooled, argmax = tap, jnp.zeros(tap.shape, jnp.int8)
+            continue
+        argmax = jnp.where(tap > pooled, jnp.int8(index), argmax)  # ties keep the first
+        pooled = jnp.maximum(tap, pooled)  # NaN wins, as in reduce_window
+    return pooled, argmax
 
 
 def _max_pool_forward(x, window, strides, padding):
-    pooled = max_pool(x, window, strides, padding)
-    return pooled, (x, pooled)
+    pooled, argmax = _max_pool_and_argmax(x, window, strides, padding)
+    return pooled, (x.shape, argmax)
 
 
 def _max_pool_backward(window, strides, padding, residuals, grad):
-    x, pooled = residuals
-    padded = jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=-jnp.inf)
-    (oh, ow), (sh, sw) = pooled.shape[1:3], strides
-    taken = jnp.zeros(pooled.shape, bool)
-    grad_padded = jnp.zeros(padded.shape, grad.dtype)
-    for i in range(window[0]):
-        for j in range(window[1]):
-            rows, cols = (oh - 1) * sh + 1, (ow - 1) * sw + 1
-            hit = (padded[:, i : i + rows : sh, j : j + cols : sw, :] == pooled) & ~taken
-            taken = taken | hit
-            placement = (
-                (0, 0, 0),
-                (i, padded.shape[1] - i - rows, sh - 1),
-                (j, padded.shape[2] - j - cols, sw - 1),
-                (0, 0, 0),
-            )
-            grad_padded += lax.pad(jnp.where(hit, grad, 0), jnp.zeros((), grad.dtype), placement)
-    (top, _), (left, _) = padding
-    return (grad_padded[:, top : top + x.shape[1], left : left + x.shape[2], :],)
+    shape, argmax = residuals
+    (top, bottom), (left, right) = padding
+    padded_shape = (shape[0], shape[1] + top + bottom, shape[2] + left + right, shape[3])
+    (oh, ow), (sh, sw) = grad.shape[1:3], strides
+    rows, cols = (oh - 1) * sh + 1, (ow - 1) * sw + 1
+    grad_padded = jnp.zeros(padded_shape, grad.dtype)
+    for index in range(window[0] * window[1]):
+        i, j = divmod(index, window[1])
+        placement = (
+            (0, 0, 0),
+            (i, padded_shape[1] - i - rows, sh - 1),
+            (j, padded_shape[2] - j - cols, sw - 1),
+            (0, 0, 0),
+        )
+        routed = jnp.where(argmax == index, grad, 0)
+        grad_padded += lax.pad(routed, jnp.zeros((), grad.dtype), placement)
+    return (grad_padded[:, top : top + shape[1], left : left + shape[2], :],)
 
 
 max_pool.defvjp(_max_pool_forward, _max_pool_backward)
