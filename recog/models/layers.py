@@ -1,4 +1,5 @@
-"""Layers the built-in ResNets share: bias-free convolutions, BatchNorm, and stages of blocks.
+"""Layers the built-in models share: bias-free convolutions, BatchNorm, max pooling, and stages of
+blocks.
 
 Parameters are always float32; `dtype` is the compute dtype (float32 or bfloat16).
 """
@@ -133,11 +134,11 @@ def max_pool_3x3_stride_2(x: jnp.ndarray) -> jnp.ndarray:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def max_pool(x: jnp.ndarray, window: Shape2, strides: Shape2, padding: Padding2) -> jnp.ndarray:
-    """nnx.max_pool over NHWC, with the same gradient: to the first maximum of each window, in
-    row-major order. The forward pass notes which tap won; the backward pass sends each
-    window's gradient there. JAX differentiates reduce_window through a select-and-gather that
-    XLA's CPU backend runs slowly: 300 ms of ResNet-18's 2 s train step at 128 px, batch 64,
-    for its one pool."""
+    """Max pooling over NHWC, equal to nnx.max_pool and with its gradient: to the first maximum
+    of each window, in row-major order. The forward pass notes which tap won; the backward pass
+    sends each window's gradient there. JAX differentiates reduce_window through a
+    select-and-gather that XLA's CPU backend runs slowly: 300 ms of ResNet-18's 2 s train step
+    at 128 px, batch 64, for its one pool (this: 64 ms)."""
     return _max_pool_and_argmax(x, window, strides, padding)[0]
 
 
