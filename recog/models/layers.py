@@ -73,17 +73,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, *args, **kwargs):
     if not plain or not (pointwise or smaller):
         return lax.conv_general_dilated(lhs, rhs, window_strides, padding, *args, **kwargs)
     padded = jnp.pad(lhs, ((0, 0), *padding, (0, 0)))
-    out_size = [
-        (p - k) // s + 1
-        for p, k, s in zip(padded.shape[1:-1], kernel_size, window_strides, strict=True)
-    ]
-    (kh, kw), (sh, sw), (oh, ow) = kernel_size, window_strides, out_size
-    taps = [
-        padded[:, i : i + (oh - 1) * sh + 1 : sh, j : j + (ow - 1) * sw + 1 : sw, :]
-        for i in range(kh)
-        for j in range(kw)
-    ]
-    patches = jnp.concatenate(taps, axis=-1)
+    patches = jnp.concatenate(taps(padded, kernel_size, window_strides), axis=-1)
     # A 2-D matmul: as a 4-D dot_general, XLA's CPU weight gradient transposes and runs slower.
     out = lax.dot_general(
         patches.reshape(-1, patches.shape[-1]),
@@ -142,25 +132,24 @@ def max_pool(x: jnp.ndarray, window: Shape2, strides: Shape2, padding: Padding2)
     return _max_pool_and_argmax(x, window, strides, padding)[0]
 
 
-def _taps(padded, window, strides, out_size):
-    """The input under tap (i, j) of every window, for each tap in row-major order."""
-    (oh, ow), (sh, sw) = out_size, strides
-    rows, cols = (oh - 1) * sh + 1, (ow - 1) * sw + 1
-    for i in range(window[0]):
-        for j in range(window[1]):
-            yield padded[:, i : i + rows : sh, j : j + cols : sw, :]
+def taps(padded: jnp.ndarray, window: Shape2, strides: Shape2) -> list[jnp.ndarray]:
+    """The input under each tap of a window sliding over an NHWC `padded`, taps in row-major
+    order: one (N, out_h, out_w, C) array per tap."""
+    (sh, sw), (height, width) = strides, padded.shape[1:3]
+    rows = (height - window[0]) // sh * sh + 1  # the span of the first tap's row positions
+    cols = (width - window[1]) // sw * sw + 1
+    return [
+        padded[:, i : i + rows : sh, j : j + cols : sw, :]
+        for i in range(window[0])
+        for j in range(window[1])
+    ]
 
 
 def _max_pool_and_argmax(x, window, strides, padding):
     padded = jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=-jnp.inf)
-    out_size = [
-        (p - k) // s + 1 for p, k, s in zip(padded.shape[1:3], window, strides, strict=True)
-    ]
-    pooled, argmax = None, None
-    for index, tap in enumerate(_taps(padded, window, strides, out_size)):
-        if pooled is None:
-            pooled, argmax = tap, jnp.zeros(tap.shape, jnp.int8)
-            continue
+    first, *rest = taps(padded, window, strides)
+    pooled, argmax = first, jnp.zeros(first.shape, jnp.int8)
+    for index, tap in enumerate(rest, start=1):
         argmax = jnp.where(tap > pooled, jnp.int8(index), argmax)  # ties keep the first
         pooled = jnp.maximum(tap, pooled)  # NaN wins, as in reduce_window
     return pooled, argmax
