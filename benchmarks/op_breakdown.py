@@ -8,7 +8,6 @@ outside these kernels alone (tiny ones cost more alone than in the step, where X
 independent ops). Used by train_step.py (--breakdown).
 """
 
-import collections
 import dataclasses
 
 import jax
@@ -53,7 +52,7 @@ class Op:
 def heavy_ops(jaxpr: jax_core.Jaxpr, repeat: int = 1, found=None) -> list[Op]:
     """The distinct convolutions and matmuls of `jaxpr` and its sub-jaxprs (a scan's body counts
     `length` times), most frequent first."""
-    found = collections.OrderedDict() if found is None else found
+    found = {} if found is None else found
     for equation in jaxpr.eqns:
         if equation.primitive.name in HEAVY:
             key = (
