@@ -10,6 +10,11 @@
 #   ./tpu_setup.sh stop    --name=recog-pod     # SIGTERM: recog saves a checkpoint and exits
 #   ./tpu_setup.sh delete  --name=recog-pod
 #
+# The command and its flags come in any order (only what follows `--` is kept apart).
+# `install` ships this checkout's HEAD to every worker, installs uv there and, with it, a
+# uv-managed Python 3.12 (whatever Python the TPU image ships) in ~/recog-venv, then recog[tpu] with
+# the versions CI tests (constraints.txt); `run` starts ~/recog-venv/bin/python on every worker.
+#
 # Settings come from flags or the environment (flag wins):
 #   --project          RECOG_TPU_PROJECT   (default: gcloud's configured project)
 #   --zone             RECOG_TPU_ZONE      (default: us-central2-b)
@@ -30,10 +35,9 @@ usage() {
   exit "${1:-0}"
 }
 
-command_name=${1:-}
-[[ -z "$command_name" || "$command_name" == -h || "$command_name" == --help ]] && usage 0
-shift
+[[ $# -eq 0 ]] && usage 0
 
+command_name=""
 project=${RECOG_TPU_PROJECT:-}
 zone=${RECOG_TPU_ZONE:-us-central2-b}
 name=${RECOG_TPU_NAME:-recog-tpu}
@@ -46,8 +50,15 @@ spot=false
 dry_run=false
 train_args=()
 
+# What `install` puts on every worker: uv (pinned), a uv-managed Python and the venv it makes.
+uv_version=0.13.9
+python_version=3.12
+venv=recog-venv  # in each worker's home directory
+
+commands="create install run logs stop delete"
 while [[ $# -gt 0 ]]; do
   case "$1" in
+    -h | --help) usage 0 ;;
     --project=*) project=${1#*=} ;;
     --zone=*) zone=${1#*=} ;;
     --name=*) name=${1#*=} ;;
@@ -59,10 +70,22 @@ while [[ $# -gt 0 ]]; do
     --spot) spot=true ;;
     --dry-run) dry_run=true ;;
     --) shift; train_args=("$@"); break ;;
-    *) echo "tpu_setup.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    -*) echo "tpu_setup.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *)
+      if [[ -n "$command_name" ]]; then
+        echo "tpu_setup.sh: one command at a time, got $command_name and $1 (arguments for recog go after --)" >&2
+        exit 2
+      fi
+      command_name=$1
+      ;;
   esac
   shift
 done
+
+if [[ " $commands " != *" ${command_name:-none} "* ]]; then
+  echo "tpu_setup.sh: ${command_name:+unknown command $command_name; }commands: $commands (see --help)" >&2
+  exit 2
+fi
 
 if [[ -z "$project" && "$dry_run" == false ]]; then
   project=$(gcloud config get-value project 2>/dev/null || true)
@@ -107,13 +130,17 @@ case "$command_name" in
     fi
     ;;
   install)
-    # Ship the committed tree (not .venv or work directories) to every worker and install it.
+    # Ship the committed tree (not .venv or work directories) to every worker. There, uv (a static
+    # binary, so any image will do) installs a Python of its own and recog[tpu] at CI's versions.
     archive=${TMPDIR:-/tmp}/recog-src.tar.gz
     run git -C "$(dirname "$0")" archive --format=tar.gz --prefix=recog/ -o "$archive" HEAD
     run gcloud compute tpus tpu-vm scp "$archive" "$name:recog-src.tar.gz" "${location[@]}" --worker=all
-    run "${on_all_workers[@]}" --command="rm -rf recog && tar xzf recog-src.tar.gz \
-&& python3 -m venv recog-venv && recog-venv/bin/pip install -q -e './recog[tpu]' \
-&& recog-venv/bin/python -c 'import jax; print(jax.process_index(), jax.local_device_count())'"
+    uv="\$HOME/.local/bin/uv"
+    run "${on_all_workers[@]}" --command="set -o pipefail; rm -rf recog && tar xzf recog-src.tar.gz \
+&& curl -LsSf https://astral.sh/uv/$uv_version/install.sh | env UV_UNMANAGED_INSTALL=\$HOME/.local/bin sh -s -- --quiet \
+&& $uv venv --clear --managed-python --python $python_version $venv \
+&& $uv pip install -q --python $venv/bin/python -c recog/constraints.txt -e './recog[tpu]' \
+&& $venv/bin/python -c 'import sys, jax; print(sys.version.split()[0], jax.__version__, jax.process_index(), jax.local_device_count())'"
     ;;
   run)
     [[ -n "$bucket" ]] || { echo "tpu_setup.sh: run needs --bucket=gs://... for data and checkpoints" >&2; exit 2; }
@@ -124,7 +151,7 @@ case "$command_name" in
     fi
     # Every worker runs the same command; recog joins them with jax.distributed.initialize().
     run "${on_all_workers[@]}" --command="cd recog && TFDS_DATA_DIR=$bucket/tensorflow_datasets \
-nohup ../recog-venv/bin/python -m recog.main --experiment=$experiment --workdir=$workdir$quoted_args \
+nohup ~/$venv/bin/python -m recog.main --experiment=$experiment --workdir=$workdir$quoted_args \
 > ~/recog.log 2>&1 &"
     echo "# work directory: $workdir   follow it with: $0 logs --name=$name"
     ;;
@@ -140,9 +167,5 @@ nohup ../recog-venv/bin/python -m recog.main --experiment=$experiment --workdir=
     else
       run gcloud compute tpus tpu-vm delete "$name" "${location[@]}" --quiet
     fi
-    ;;
-  *)
-    echo "tpu_setup.sh: unknown command $command_name; commands: create install run logs stop delete" >&2
-    exit 2
     ;;
 esac
