@@ -1,5 +1,9 @@
 """Experiments: `--experiment=NAME[:variant]` -> `experiments/NAME.py`'s `get_config(variant)`.
 
+The repository's experiments/ folder is installed as the package `recog_experiments`
+(pyproject.toml), found through the import system like the plugins/ folder: the checkout's folder
+in an editable install, the installed copy otherwise.
+
 Overrides use the dotted keys of the resulting ConfigDict: `--config.optimizer.lr=0.05`.
 A key that does not exist, or a value of the wrong type, is an error that names the key.
 """
@@ -14,14 +18,14 @@ from pathlib import Path
 import ml_collections
 
 from recog.errors import UserError, unknown_name_message
+from recog.plugins import package_folder
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+EXPERIMENTS_PACKAGE = "recog_experiments"  # the repository's experiments/ folder
 
 
 def available() -> list[str]:
-    if not EXPERIMENTS_DIR.is_dir():
-        return []
-    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.py") if not p.name.startswith("_"))
+    folder = package_folder(EXPERIMENTS_PACKAGE)
+    return sorted(p.stem for p in folder.glob("*.py") if not p.name.startswith("_"))
 
 
 def _experiment_path(name: str) -> Path:
@@ -30,7 +34,7 @@ def _experiment_path(name: str) -> Path:
         if not path.is_file():
             raise UserError(f"experiment file {name!r} does not exist.")
         return path
-    path = EXPERIMENTS_DIR / f"{name}.py"
+    path = package_folder(EXPERIMENTS_PACKAGE) / f"{name}.py"
     if not path.is_file():
         raise UserError(unknown_name_message("experiment", name, available()))
     return path

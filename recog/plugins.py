@@ -1,7 +1,8 @@
 """Loads plugins: modules that add models, datasets or augmentations to the registries.
 
 Three sources, in this order:
-  1. every module in the repository's `plugins/` folder (`*.py` files and packages);
+  1. every module in the repository's `plugins/` folder (`*.py` files and packages), which
+     pyproject.toml installs as the package `recog_plugins` (see `package_folder`);
   2. the `--plugins=` flag: dotted module names or paths to `.py` files, comma-separated;
   3. installed distributions that declare an entry point in the group `recog.plugins`, e.g.
          [project.entry-points."recog.plugins"]
@@ -22,7 +23,7 @@ from pathlib import Path
 from recog.errors import UserError
 
 ENTRY_POINT_GROUP = "recog.plugins"
-REPO_PLUGINS_DIR = Path(__file__).resolve().parent.parent / "plugins"
+REPO_PLUGINS_PACKAGE = "recog_plugins"  # the repository's plugins/ folder
 
 _loaded: dict[str, str] = {}  # key (path or module name) -> where it came from
 
@@ -70,9 +71,32 @@ def load_module(name: str, source: str = "--plugins") -> None:
     _loaded[name] = source
 
 
-def load_repo_folder(folder: Path = REPO_PLUGINS_DIR) -> None:
-    if not folder.is_dir():
-        return
+def package_folder(package: str) -> Path:
+    """The folder of `recog_plugins` or `recog_experiments`, the packages that pyproject.toml's
+    `package-dir` makes of the repository's plugins/ and experiments/ folders: the checkout's own
+    folder in an editable install, the installed copy otherwise.
+
+    They are namespace packages (no `__init__.py`), so the import system says where they are;
+    their `__path__` may also hold a placeholder that is not a folder (setuptools' editable
+    finder adds one).
+    """
+    try:
+        locations = importlib.import_module(package).__path__
+    except ModuleNotFoundError:
+        locations = []
+    folders = [Path(location) for location in locations if Path(location).is_dir()]
+    if not folders:
+        raise UserError(
+            f"recog's package {package!r} is not installed: run `pip install -e .` in the "
+            "repository (or `pip install .` for a copy)."
+        )
+    return folders[0]
+
+
+def load_repo_folder(folder: Path | None = None) -> None:
+    """Loads every module of `folder`, by default the repository's plugins/ folder."""
+    if folder is None:
+        folder = package_folder(REPO_PLUGINS_PACKAGE)
     for path in sorted(folder.iterdir()):
         is_module = path.suffix == ".py" and not path.name.startswith("_")
         is_package = path.is_dir() and (path / "__init__.py").exists()
