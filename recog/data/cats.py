@@ -12,6 +12,10 @@ example order, the same on every machine:
 
 Without network access, and without a prepared copy in the TFDS data directory, preparing fails
 within seconds, with a message that says how to proceed (instead of TFDS retrying for minutes).
+Offline, TFDS prepares it from a copy of Microsoft's archive put into
+DATA_DIR/downloads/manual/kagglecatsanddogs_5340.zip; a copy that is not that archive (a partial or
+corrupt download) is one error that names the file and says what to do, instead of TFDS's
+NonMatchingChecksumError.
 
 With `dir=PATH` (--config.data.dir=PATH) the photos come from that folder instead, through the
 `image_folder` dataset (recog.data.folder): one subfolder per class (PetImages/Cat, PetImages/Dog),
@@ -20,9 +24,11 @@ and `test`, so one config serves both sources. (For that dataset's options, such
 name it directly: --config.data.name=image_folder.)
 """
 
+import os
 import urllib.request
 
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.download import checksums, download_manager
 
 from recog.data import folder
 from recog.data.sources import TfdsSource
@@ -61,7 +67,29 @@ class CatsVsDogsSource(TfdsSource):
                 f"put {url_info.filename} into {manual_copy.parent}/, or train on a folder of "
                 f"photos with one subfolder per class: --config.data.dir=PATH."
             )
-        self.builder.download_and_prepare()
+        try:
+            self.builder.download_and_prepare()
+        except download_manager.NonMatchingChecksumError as e:
+            if manual_copy.exists():
+                raise UserError(not_the_archive(manual_copy, url, url_info)) from None
+            raise UserError(
+                f"the file TFDS downloaded from {url} is not the expected cats_vs_dogs archive "
+                f"({' '.join(str(e).split())}); remove that file and run again."
+            ) from None
+
+
+def not_the_archive(path: os.PathLike, url: str, expected: checksums.UrlInfo) -> str:
+    """Why the manual copy at `path` is not the archive at `url`, and what to do about it."""
+    found_size = os.path.getsize(path)
+    if found_size != expected.size:
+        difference = f"it has {found_size:,} bytes where the archive has {int(expected.size):,}"
+    else:
+        found = checksums.compute_url_info(path).checksum
+        difference = f"its SHA-256 is {found} where the archive's is {expected.checksum}"
+    return (
+        f"{path} is not the expected cats_vs_dogs archive: {difference} (a partial or corrupt "
+        f"download); download it again from {url}, or remove it to let TFDS download it."
+    )
 
 
 @DATASETS.register("cats_vs_dogs")
