@@ -65,9 +65,20 @@ def heavy_ops(jaxpr: jax_core.Jaxpr, repeat: int = 1, found=None) -> list[Op]:
             else:
                 found[key] = Op(equation, repeat)
         times = equation.params["length"] if equation.primitive.name == "scan" else 1
-        for sub in jax_core.jaxprs_in_params(equation.params):
+        for sub in sub_jaxprs_run_here(equation):
             heavy_ops(sub, repeat * times, found)
     return sorted(found.values(), key=lambda op: -op.count)
+
+
+def sub_jaxprs_run_here(equation: jax_core.JaxprEqn) -> list[jax_core.Jaxpr]:
+    """The sub-jaxprs of `equation` that this machine's platform runs: of a
+    `lax.platform_dependent` choice, only the branch for this platform."""
+    platforms = equation.params.get("branches_platforms")
+    if platforms is None:
+        return list(jax_core.jaxprs_in_params(equation.params))
+    platform = jax.devices()[0].platform
+    index = next(i for i, names in enumerate(platforms) if names is None or platform in names)
+    return [equation.params["branches"][index].jaxpr]
 
 
 def time_op(op: Op, call_seconds, steps: int) -> None:

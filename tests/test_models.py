@@ -9,7 +9,9 @@ architecture: the smallest with the same model class and module types (resnet18 
 resnet34, resnet50 for resnet101 to 200).
 """
 
+import collections
 import json
+import re
 import textwrap
 
 import jax
@@ -19,9 +21,10 @@ import numpy as np
 import pytest
 from conftest import run_binary
 from flax import nnx
+from jax import lax
 
 from recog import MODELS, plugins
-from recog.models import info, layers
+from recog.models import cpu_kernels, info
 
 plugins.load_repo_folder()
 MODEL_NAMES = MODELS.names()
@@ -231,27 +234,41 @@ def tiny_plugin_net(num_classes, *, in_channels, rngs, widths=(16,), dtype="floa
     ],
 )
 def test_conv_as_a_matmul_equals_xla_conv(size, kernel, stride):
-    """layers.conv computes 1x1 convolutions and those of inputs smaller than the kernel as one
-    matmul (XLA's CPU conv is slow there); the values and both gradients must stay those of
-    lax.conv_general_dilated."""
-    ours = layers.conv(8, 16, kernel, stride=stride, dtype=jnp.float32, rngs=nnx.Rngs(0))
-    xla = nnx.Conv(8, 16, (kernel, kernel), strides=stride, padding=kernel // 2, use_bias=False,
-                   rngs=nnx.Rngs(0))  # fmt: skip
-    xla.kernel[...] = ours.kernel[...]
+    """On the CPU, 1x1 convolutions and those of inputs smaller than the kernel run as one matmul
+    (XLA's CPU conv is slow there); the values and derivatives, forward and reverse, must stay
+    those of lax.conv_general_dilated."""
     images = jax.random.normal(jax.random.key(1), (4, size, size, 8))
-
-    def loss(conv, x):
-        return (conv(x) ** 2).sum()
-
-    convolutions = str(jax.make_jaxpr(lambda x: ours(x))(images)).count("conv_general_dilated")
-    assert convolutions == (0 if size < kernel or kernel == 1 else 1)  # matmuls where XLA is slow
-    ours_grads = nnx.grad(loss, argnums=(0, 1))(ours, images)
-    xla_grads = nnx.grad(loss, argnums=(0, 1))(xla, images)
-    np.testing.assert_allclose(ours(images), xla(images), atol=1e-5)
-    np.testing.assert_allclose(
-        ours_grads[0].kernel[...], xla_grads[0].kernel[...], rtol=1e-5, atol=1e-4
+    kernel_weights = jax.random.normal(jax.random.key(2), (kernel, kernel, 8, 16)) * 0.1
+    numbers = lax.conv_dimension_numbers(
+        images.shape, kernel_weights.shape, ("NHWC", "HWIO", "NHWC")
     )
-    np.testing.assert_allclose(ours_grads[1], xla_grads[1], atol=1e-5)
+    padding = [(kernel // 2, kernel // 2)] * 2
+
+    def ours(x, w):
+        return cpu_kernels.conv_general_dilated(
+            x, w, (stride, stride), padding, dimension_numbers=numbers
+        )
+
+    def xla(x, w):
+        return lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=numbers)
+
+    convolutions = str(jax.make_jaxpr(ours)(images, kernel_weights)).count("conv_general_dilated")
+    assert convolutions == (0 if size < kernel or kernel == 1 else 1)  # matmuls where XLA is slow
+    np.testing.assert_allclose(ours(images, kernel_weights), xla(images, kernel_weights), atol=1e-5)
+    tangents = (jnp.cos(images), jnp.sin(kernel_weights))
+    np.testing.assert_allclose(
+        jax.jvp(ours, (images, kernel_weights), tangents)[1],
+        jax.jvp(xla, (images, kernel_weights), tangents)[1],
+        atol=1e-4,
+    )
+
+    def loss(conv, x, w):
+        return (conv(x, w) ** 2).sum()
+
+    ours_grads = jax.grad(lambda *a: loss(ours, *a), argnums=(0, 1))(images, kernel_weights)
+    xla_grads = jax.grad(lambda *a: loss(xla, *a), argnums=(0, 1))(images, kernel_weights)
+    np.testing.assert_allclose(ours_grads[0], xla_grads[0], atol=1e-4)
+    np.testing.assert_allclose(ours_grads[1], xla_grads[1], rtol=1e-5, atol=1e-3)
 
 
 def test_model_plugin_outside_the_repo_trains(tmp_path):
@@ -287,10 +304,10 @@ def test_model_plugin_outside_the_repo_trains(tmp_path):
         ((2, 8, 8, 4), (3, 3), (2, 2), ((1, 1), (1, 1)), jnp.bfloat16),
     ],
 )
-def test_max_pool_equals_nnx_max_pool_and_its_gradient(shape, window, strides, padding, dtype):
-    """layers.max_pool has its own backward pass (JAX's is slow on XLA's CPU backend); it must
-    send each window's gradient to the same input as JAX's, ties included (ReLU outputs tie at
-    zero all the time)."""
+def test_max_pool_equals_nnx_max_pool_and_its_derivatives(shape, window, strides, padding, dtype):
+    """The CPU's max pooling has its own derivative rule (JAX's gradient is slow on XLA's CPU
+    backend); it must send each window's gradient to the same input as JAX's, and take its
+    tangent from there, ties included (ReLU outputs tie at zero all the time)."""
     x = nnx.relu(jax.random.normal(jax.random.key(0), shape)).astype(dtype)
     x = x.at[0, 0, :2].set(1.0)  # a tie at a positive value, inside overlapping windows
 
@@ -298,22 +315,104 @@ def test_max_pool_equals_nnx_max_pool_and_its_gradient(shape, window, strides, p
         return nnx.max_pool(x, window, strides=strides, padding=padding)
 
     def ours(x):
-        return layers.max_pool(x, window, strides, padding)
+        return cpu_kernels.max_pool(x, window, strides, padding)
 
     pooled = reference(x)
     grad = jax.random.normal(jax.random.key(1), pooled.shape).astype(dtype)
+    tangent = jax.random.normal(jax.random.key(2), x.shape).astype(dtype)
+    atol = 1e-6 if dtype == jnp.float32 else 1e-2
     np.testing.assert_array_equal(ours(x), pooled)
     np.testing.assert_allclose(
         jax.vjp(ours, x)[1](grad)[0].astype(jnp.float32),
         jax.vjp(reference, x)[1](grad)[0].astype(jnp.float32),
-        atol=1e-6 if dtype == jnp.float32 else 1e-2,
+        atol=atol,
+    )
+    np.testing.assert_allclose(
+        jax.jvp(ours, (x,), (tangent,))[1].astype(jnp.float32),
+        jax.jvp(reference, (x,), (tangent,))[1].astype(jnp.float32),
+        atol=atol,
     )
 
 
 @pytest.mark.parametrize("first", [1.0, jnp.nan, jnp.inf])
-def test_materialized_is_the_identity_with_the_identity_gradient(first):
+def test_materialized_is_the_identity_with_the_identity_derivatives(first):
     x = jnp.arange(6.0).reshape(2, 3).at[0, 0].set(first)
-    np.testing.assert_array_equal(jax.jit(layers.materialized)(x), x)
-    grad = jax.grad(lambda x: jnp.sum(layers.materialized(x) * jnp.arange(6.0).reshape(2, 3)))
-    np.testing.assert_array_equal(grad(jnp.ones((2, 3))), jnp.arange(6.0).reshape(2, 3))
-    assert "cond" in str(jax.make_jaxpr(layers.materialized)(x))  # on CPU, where it matters
+    weights = jnp.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(jax.jit(cpu_kernels.materialized)(x), x)
+    grad = jax.grad(lambda x: jnp.sum(cpu_kernels.materialized(x) * weights))
+    np.testing.assert_array_equal(grad(jnp.ones((2, 3))), weights)
+    np.testing.assert_array_equal(jax.jvp(cpu_kernels.materialized, (x,), (weights,))[1], weights)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_forward_mode_differentiation_traces(name):
+    """jax.jvp through the train-mode forward pass of every model: the CPU kernels' derivative
+    rules support forward mode (a custom_vjp would raise here)."""
+    graphdef, state = nnx.split(info.abstract_model(name, NUM_CLASSES))
+
+    def logits(state, images):
+        model = nnx.merge(graphdef, state, copy=True)
+        model.train()
+        return model(images)
+
+    def tangent(state, images):
+        return jax.jvp(lambda x: logits(state, x), (images,), (jnp.ones_like(images),))[1]
+
+    assert jax.make_jaxpr(tangent)(state, IMAGES).out_avals[0].shape == (2, NUM_CLASSES)
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "resnet50"])
+def test_forward_and_reverse_mode_agree(name):
+    """<jvp(v), u> == <v, vjp(u)> through a train-mode model, with recog's CPU kernels in both;
+    and jax.jacfwd (jvp under vmap) runs."""
+    model = MODELS.get(name)(num_classes=NUM_CLASSES, in_channels=3, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(model)
+    images = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+
+    def logits(x):
+        model = nnx.merge(graphdef, state, copy=True)
+        model.train()
+        return model(x)
+
+    v = jax.random.normal(jax.random.key(1), images.shape)
+    u = jax.random.normal(jax.random.key(2), (2, NUM_CLASSES))
+    forward = jnp.vdot(jax.jvp(logits, (images,), (v,))[1], u)
+    reverse = jnp.vdot(v, jax.vjp(logits, images)[1](u)[0])
+    np.testing.assert_allclose(
+        forward, reverse, rtol=2e-3
+    )  # BatchNorm over 2 images: ill-conditioned
+    jacobian = jax.jacfwd(lambda scale: logits(scale * images))(1.0)
+    assert jacobian.shape == (2, NUM_CLASSES) and np.isfinite(jacobian).all()
+
+
+def lowered_train_gradient(name: str, platform: str) -> str:
+    """The StableHLO of a train-mode parameter gradient of `name`, lowered for `platform`
+    (possible on any host: nothing is compiled)."""
+    graphdef, state = nnx.split(info.abstract_model(name, NUM_CLASSES))
+
+    def loss(state, images):
+        model = nnx.merge(graphdef, state, copy=True)
+        model.train()
+        return model(images).sum()
+
+    traced = jax.jit(jax.grad(loss)).trace(state, IMAGES)
+    return traced.lower(lowering_platforms=(platform,)).as_text()
+
+
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+def test_accelerator_programs_hold_stock_ops_only(platform):
+    """ResNet-50's train-mode gradient lowered for a GPU or TPU: XLA's own convolutions (forward,
+    weight and input gradients: 53 + 53 + 52), reduce_window and select_and_scatter for its max
+    pool, matmuls only in the classifier, and none of the CPU kernels (materialized's
+    conditional tests isfinite). Lowered for the CPU, the same program holds them all."""
+    ops = collections.Counter(
+        re.findall(r"stablehlo\.\w+", lowered_train_gradient("resnet50", platform))
+    )
+    assert ops["stablehlo.convolution"] == 158
+    assert ops["stablehlo.reduce_window"] == 1 and ops["stablehlo.select_and_scatter"] == 1
+    assert ops["stablehlo.dot_general"] <= 3 and not ops["stablehlo.is_finite"]
+    cpu = collections.Counter(
+        re.findall(r"stablehlo\.\w+", lowered_train_gradient("resnet50", "cpu"))
+    )
+    assert cpu["stablehlo.dot_general"] > 100 and cpu["stablehlo.is_finite"] > 50
+    assert not cpu["stablehlo.reduce_window"] and not cpu["stablehlo.select_and_scatter"]

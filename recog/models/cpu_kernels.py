@@ -1,0 +1,121 @@
+"""Convolution and max pooling as XLA's CPU backend runs them fastest.
+
+recog.models.layers chooses these for programs lowered for the CPU only
+(`jax.lax.platform_dependent`); GPUs and TPUs get stock `lax.conv_general_dilated` and
+`lax.reduce_window`, which their backends tune. Every function here computes the same values
+and gradients as the stock op (tests/test_models.py), reordered float sums aside, and supports
+forward- and reverse-mode differentiation. The figures are train steps at 128 px, batch 64, on
+2 AVX-512 cores (benchmarks/train_step.py).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Shape2 = tuple[int, int]
+Padding2 = tuple[tuple[int, int], tuple[int, int]]
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs):
+    """lax.conv_general_dilated of a `materialized` input, except for two kinds of plain NHWC
+    convolution that XLA's CPU backend runs far below its matmul speed, computed here as one
+    matmul instead:
+
+    - 1x1 kernels without padding (ResNet-50's bottlenecks, every downsampling shortcut): the
+      pixels times the kernel. Their weight gradients ran at 40-80 GFLOP/s as convolutions
+      (ResNet-50 train step 10.0-10.5 -> 12.3-12.8 images/sec);
+    - inputs smaller than the kernel (a 3x3 kernel on ResNet's last 2x2 or 1x1 feature maps, at
+      64 or 32 px): the kernel's taps, gathered, times the kernel. XLA rewrote those
+      convolutions into a form it ran about 30x slower (ResNet-18 at 64 px: 17 -> 109
+      images/sec).
+    """
+    kernel_size, spatial = rhs.shape[:-2], lhs.shape[1:-1]
+    plain = (
+        kwargs.get("lhs_dilation") in (None, (1,) * len(spatial))
+        and kwargs.get("rhs_dilation") in (None, (1,) * len(spatial))
+        and kwargs.get("feature_group_count", 1) == 1
+        and kwargs.get("batch_group_count", 1) == 1
+        and kwargs.get("dimension_numbers")
+        == lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
+    )
+    if plain and isinstance(padding, str):
+        padding = lax.padtype_to_pads(spatial, kernel_size, window_strides, padding)
+    pointwise = all(k == 1 for k in kernel_size) and all(tuple(p) == (0, 0) for p in padding)
+    smaller = any(s < k for s, k in zip(spatial, kernel_size, strict=True))
+    lhs = materialized(lhs)
+    if not plain or not (pointwise or smaller):
+        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
+    padded = jnp.pad(lhs, ((0, 0), *padding, (0, 0)))
+    patches = jnp.concatenate(taps(padded, kernel_size, window_strides), axis=-1)
+    # A 2-D matmul: as a 4-D dot_general, XLA's CPU weight gradient transposes and runs slower.
+    out = lax.dot_general(
+        patches.reshape(-1, patches.shape[-1]),
+        rhs.reshape(-1, rhs.shape[-1]),
+        (((1,), (0,)), ((), ())),
+        precision=kwargs.get("precision"),
+        preferred_element_type=kwargs.get("preferred_element_type"),
+    )
+    return out.reshape(*patches.shape[:-1], rhs.shape[-1])
+
+
+def materialized(x: jnp.ndarray) -> jnp.ndarray:
+    """`x`, computed into a buffer of its own.
+
+    A convolution's weight gradient reads its input transposed. XLA's CPU backend fuses the
+    BatchNorm, ReLU and residual-add chain that makes that input into the transpose, so every
+    array of the chain is re-read in transposed order: 29-38 ms instead of 5 for one 64x32x32x64
+    activation (ResNet-18 train step 35.6-36.3 -> 41.0-41.3 images/sec; ResNet-50: 13.0 ->
+    13.9). lax.optimization_barrier would say this, but the CPU backend drops it before fusing;
+    a conditional it keeps. Both branches return `x`, whatever its first element (the predicate
+    only has to be unknown to XLA).
+    """
+    return lax.cond(jnp.isfinite(x[(0,) * x.ndim]), lambda x: x, lambda x: x * 1, x)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def max_pool(x: jnp.ndarray, window: Shape2, strides: Shape2, padding: Padding2) -> jnp.ndarray:
+    """Max pooling over NHWC, equal to nnx.max_pool and with its derivatives: each window's
+    tangent is its first maximum's, in row-major order, as JAX's. The forward pass notes which
+    tap won; the tangent (and, transposed, the gradient) goes through that index. JAX
+    differentiates reduce_window through a select-and-gather that XLA's CPU backend runs slowly:
+    300 ms of ResNet-18's 2 s train step for its one pool (this: 64 ms)."""
+    return _max_pool_and_argmax(x, window, strides, padding)[0]
+
+
+@max_pool.defjvp
+def _max_pool_jvp(window, strides, padding, primals, tangents):
+    (x,), (tangent,) = primals, tangents
+    pooled, argmax = _max_pool_and_argmax(x, window, strides, padding)
+    tangent_taps = taps(jnp.pad(tangent, ((0, 0), *padding, (0, 0))), window, strides)
+    # A sum of selects is linear in the tangent, so JAX transposes it for the gradient: each
+    # window's cotangent is padded back onto its winning tap's input position.
+    tangent_out = sum(
+        jnp.where(argmax == index, tap, jnp.zeros((), tap.dtype))
+        for index, tap in enumerate(tangent_taps)
+    )
+    return pooled, tangent_out
+
+
+def _max_pool_and_argmax(x, window, strides, padding):
+    padded = jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=-jnp.inf)
+    first, *rest = taps(padded, window, strides)
+    pooled, argmax = first, jnp.zeros(first.shape, jnp.int8)
+    for index, tap in enumerate(rest, start=1):
+        argmax = jnp.where(tap > pooled, jnp.int8(index), argmax)  # ties keep the first
+        pooled = jnp.maximum(tap, pooled)  # NaN wins, as in reduce_window
+    return pooled, argmax
+
+
+def taps(padded: jnp.ndarray, window: Shape2, strides: Shape2) -> list[jnp.ndarray]:
+    """The input under each tap of a window sliding over an NHWC `padded`, taps in row-major
+    order: one (N, out_h, out_w, C) array per tap."""
+    (sh, sw), (height, width) = strides, padded.shape[1:3]
+    rows = (height - window[0]) // sh * sh + 1  # the span of the first tap's row positions
+    cols = (width - window[1]) // sw * sw + 1
+    return [
+        padded[:, i : i + rows : sh, j : j + cols : sw, :]
+        for i in range(window[0])
+        for j in range(window[1])
+    ]
