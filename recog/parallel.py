@@ -1,6 +1,5 @@
 """Multi-host start-up, the device mesh, shardings, and turning host batches into global arrays."""
 
-import os
 import socket
 import time
 
@@ -12,20 +11,6 @@ from recog.errors import UserError
 
 DATA_AXIS = "data"
 
-# Environment variables that mean "this process is one of several", per cluster kind.
-_MULTI_PROCESS_ENV = {
-    "TPU pod slice": ("TPU_WORKER_HOSTNAMES", lambda v: "," in v),
-    "SLURM": ("SLURM_NTASKS", lambda v: v.isdigit() and int(v) > 1),
-    "Open MPI": ("OMPI_COMM_WORLD_SIZE", lambda v: v.isdigit() and int(v) > 1),
-}
-
-
-def detected_cluster() -> str | None:
-    for cluster, (variable, is_multi) in _MULTI_PROCESS_ENV.items():
-        if is_multi(os.environ.get(variable, "")):
-            return cluster
-    return None
-
 
 def initialize_distributed(
     coordinator_address: str | None = None,
@@ -35,14 +20,21 @@ def initialize_distributed(
 ) -> None:
     """Joins the processes of a multi-host run with `jax.distributed.initialize`.
 
-    Explicit flags win; otherwise a TPU pod slice, SLURM or MPI environment is detected and JAX
-    reads the rest from it. A single process does nothing. A process that cannot reach the
-    coordinator fails after `timeout_seconds` with a message saying what to check.
+    Explicit flags win. Without them JAX's own cluster detection decides: Cloud TPU VMs and pod
+    slices (through the GCE metadata server), GKE TPU pods, multislice, SLURM, Open MPI; where it
+    finds none, this process runs alone and nothing is initialised. A process that cannot reach
+    the coordinator it was given fails after `timeout_seconds` with a message saying what to
+    check.
     """
-    explicit = coordinator_address is not None or num_processes is not None
-    if not explicit and detected_cluster() is None:
+    if coordinator_address is None and num_processes is None and process_id is None:
+        try:
+            jax.distributed.initialize(initialization_timeout=timeout_seconds)
+        except ValueError as e:
+            # What jax.distributed.initialize raises when no cluster was detected.
+            if "coordinator_address should be defined" not in str(e):
+                raise
         return
-    if explicit and process_id:
+    if process_id:
         wait_for_coordinator(coordinator_address, process_id, timeout_seconds)
     # JAX aborts the process (it does not raise) when joining fails after the timeout.
     jax.distributed.initialize(

@@ -1,10 +1,16 @@
 """A real multi-host run: two processes on 127.0.0.1, each with 2 simulated CPU devices, joined by
-jax.distributed.initialize. It trains, checkpoints, resumes, and matches one process with 4."""
+jax.distributed.initialize. It trains, checkpoints, resumes, and matches one process with 4. The
+processes join by explicit flags, or as the workers of a Cloud TPU VM pod slice find each other:
+through the GCE metadata server, faked here."""
 
+import http.server
 import os
 import socket
 import subprocess
 import sys
+import threading
+import time
+import typing
 
 import numpy as np
 from conftest import REPO, checkpoint_vector, read_jsonl, run_binary
@@ -108,3 +114,107 @@ def test_unreachable_coordinator_fails_quickly_with_a_clear_message():
     assert result.returncode == 2
     assert "error: process 1 could not reach the coordinator at 127.0.0.1:" in result.stderr
     assert "within 3 s" in result.stderr
+
+
+class FakeTpuMetadata(http.server.BaseHTTPRequestHandler):
+    """One worker's GCE metadata server, answering what JAX's Cloud TPU cluster detection asks
+    (jax/_src/clusters/cloud_tpu_cluster.py): the worker's number and all workers' addresses."""
+
+    attributes: typing.ClassVar[dict[str, str]] = {}
+
+    def do_GET(self):
+        key = self.path.rpartition("/instance/attributes/")[2]
+        known = self.headers.get("Metadata-Flavor") == "Google" and key in self.attributes
+        body = self.attributes[key].encode() if known else b"not found"
+        self.send_response(200 if known else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+# What a Cloud TPU VM has and this host lacks: libtpu (found, JAX marks the process as running in
+# a Cloud TPU VM) and TPU chips (none found, JAX skips metadata queries). Everything after that
+# is JAX's own detection, against the fake metadata server.
+ON_A_TPU_VM = """
+import os, runpy, sys
+import jax._src.clusters.cloud_tpu_cluster as cloud_tpu_cluster
+cloud_tpu_cluster.running_in_cloud_tpu_vm = True
+os.environ.pop("TPU_SKIP_MDS_QUERY", None)
+sys.argv[0] = "recog.main"
+runpy.run_module("recog.main", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_tpu_vm_workers_join_through_the_metadata_server(tmp_path):
+    servers = []
+    for worker in range(2):
+        handler = type(
+            f"Worker{worker}",
+            (FakeTpuMetadata,),
+            {
+                "attributes": {
+                    "agent-worker-number": str(worker),
+                    "worker-network-endpoints": "127.0.0.1,127.0.0.1",
+                    "tpu-env": "ACCELERATOR_TYPE: 'v4-16'\n",
+                }
+            },
+        )
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+    environment = {k: v for k, v in env_with_devices(2).items() if "proxy" not in k.lower()}
+    environment["JAX_COORDINATOR_PORT"] = str(free_port())
+    workdir = tmp_path / "pod"
+    logs = [(tmp_path / f"worker{i}.log").open("w") for i in range(2)]
+    started = time.monotonic()
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                ON_A_TPU_VM,
+                *ARGS,
+                "--config.num_steps=3",
+                f"--workdir={workdir}",
+            ],
+            cwd=REPO,
+            env={**environment, "GCE_METADATA_IP": f"127.0.0.1:{server.server_address[1]}"},
+            stdout=logs[i],
+            stderr=subprocess.STDOUT,
+        )
+        for i, server in enumerate(servers)
+    ]
+    codes = [p.wait(timeout=300) for p in processes]
+    for server in servers:
+        server.shutdown()
+    texts = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], texts[0][-3000:] + texts[1][-3000:]
+    assert "on 4 device(s)" in texts[0] and "Done: step 3" in texts[0]
+    assert "Done: step 3" not in texts[1]  # one run: process 0 speaks for it
+    assert [m["step"] for m in read_jsonl(workdir / "metrics.jsonl") if "train/loss" in m] == [
+        1,
+        2,
+        3,
+    ]
+    assert (workdir / "checkpoints" / "3").is_dir()
+    assert time.monotonic() - started < 240
+
+
+def test_a_process_with_no_cluster_runs_alone():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from recog import parallel; parallel.initialize_distributed(); import jax; "
+            "print(jax.distributed.is_initialized(), jax.process_count(), jax.device_count())",
+        ],
+        capture_output=True,
+        text=True,
+        env=env_with_devices(2),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["False", "1", "2"]
