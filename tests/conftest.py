@@ -1,5 +1,10 @@
 """Test set-up: 8 simulated CPU devices and a private TFDS data directory, both set before JAX or
-TFDS is imported, and inherited by the binaries the tests start as subprocesses."""
+TFDS is imported, and inherited by the binaries the tests start as subprocesses.
+
+The suite runs on the CPU platform also on a GPU or TPU host: its tests rely on the simulated
+devices. What accelerators run is tested by lowering programs for them (tests/test_models.py)
+and on the accelerator itself by benchmarks/accelerator.sh.
+"""
 
 import json
 import os
@@ -8,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 os.environ.setdefault("TFDS_DATA_DIR", tempfile.mkdtemp(prefix="recog-tfds-"))
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"

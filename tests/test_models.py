@@ -24,7 +24,9 @@ from flax import nnx
 from jax import lax
 
 from recog import MODELS, plugins
+from recog.experiments import load
 from recog.models import cpu_kernels, info
+from recog.train.step import create_model
 
 plugins.load_repo_folder()
 MODEL_NAMES = MODELS.names()
@@ -416,3 +418,23 @@ def test_accelerator_programs_hold_stock_ops_only(platform):
     )
     assert cpu["stablehlo.dot_general"] > 100 and cpu["stablehlo.is_finite"] > 50
     assert not cpu["stablehlo.reduce_window"] and not cpu["stablehlo.select_and_scatter"]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "precisions"), [("float32", {"HIGHEST"}), ("bfloat16", {"DEFAULT"})]
+)
+def test_float32_models_multiply_in_full_float32_on_accelerators(dtype, precisions):
+    """XLA's default precision is one bfloat16 pass on TPUs (TF32 on recent GPUs): a model built
+    for training or inference at float32 asks for full float32 in every convolution and matmul,
+    its gradients included."""
+    config = load("digits_cnn", [f"model.dtype={dtype}"])
+    graphdef, state = nnx.split(create_model(config, NUM_CLASSES, 1, seed=0))
+
+    def loss(state, images):
+        model = nnx.merge(graphdef, state, copy=True)
+        model.train()
+        return model(images).sum()
+
+    images = jax.ShapeDtypeStruct((2, 8, 8, 1), jnp.float32)
+    text = jax.jit(jax.grad(loss)).trace(state, images).lower(lowering_platforms=("tpu",)).as_text()
+    assert set(re.findall(r"precision (\w+)", text)) == precisions
