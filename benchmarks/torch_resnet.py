@@ -6,7 +6,9 @@ benchmark needs only `torch` (PyPI's torchvision does not import beside the CPU 
 
 Times the same train step as recog's: uint8 images normalised on the fly, cross-entropy with label
 smoothing 0.1, SGD with Nesterov momentum and weight decay; channels-last memory format (oneDNN's
-fast path on CPU), bfloat16 through torch.autocast when --dtype=bfloat16. Prints one JSON line.
+fast path on CPU, cuDNN's NHWC kernels on a GPU), bfloat16 through torch.autocast (AMP) when
+--dtype=bfloat16; on --device=cuda, each timed step ends with torch.cuda.synchronize(). Prints
+one JSON line.
 Parameter counts equal recog's resnet18/34/50/101/152 (train_step.py checks this), so both sides
 run the same architecture.
 """
@@ -101,26 +103,30 @@ def resnet(name: str, num_classes: int) -> ResNet:
     return ResNet(block, blocks_per_stage, num_classes)
 
 
-def images_per_sec(model_name: str, image_size: int, batch_size: int, dtype: str, steps: int):
+def images_per_sec(
+    model_name: str, image_size: int, batch_size: int, dtype: str, steps: int, device: str
+):
     torch.manual_seed(0)
-    model = resnet(model_name, 1000).to(memory_format=torch.channels_last).train()
+    model = resnet(model_name, 1000).to(device, memory_format=torch.channels_last).train()
     optimizer = torch.optim.SGD(
         model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4
     )
     shape = (batch_size, 3, image_size, image_size)
-    images = torch.randint(0, 256, shape, dtype=torch.uint8)
+    images = torch.randint(0, 256, shape, dtype=torch.uint8, device=device)
     images = images.contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(0, 1000, (batch_size,))
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255
+    labels = torch.randint(0, 1000, (batch_size,), device=device)
+    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1) * 255
 
     def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
             x = ((images.float() - mean) / std).contiguous(memory_format=torch.channels_last)
             loss = nn.functional.cross_entropy(model(x), labels, label_smoothing=0.1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     for _ in range(2):
         step()
@@ -140,9 +146,14 @@ def main():
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
-    figures = images_per_sec(args.model, args.image_size, args.batch_size, args.dtype, args.steps)
-    figures.update(torch=torch.__version__, threads=torch.get_num_threads())
+    figures = images_per_sec(
+        args.model, args.image_size, args.batch_size, args.dtype, args.steps, args.device
+    )
+    figures.update(torch=torch.__version__, threads=torch.get_num_threads(), device=args.device)
+    if args.device == "cuda":
+        figures["device_name"] = torch.cuda.get_device_name()
     print(json.dumps(figures))
 
 

@@ -244,6 +244,7 @@ def torch_reference(image_size: int, batch_size: int) -> dict | str:
         f"--batch_size={batch_size}",
         f"--dtype={_DTYPE.value}",
         f"--steps={_STEPS.value}",
+        f"--device={'cuda' if jax.default_backend() == 'gpu' else 'cpu'}",
     ]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode:
@@ -363,7 +364,8 @@ def main(argv):
     if isinstance(reference, dict):
         ratio = f"{step['images_per_sec'] / reference['images_per_sec']:.2f}"
         print(
-            f"pytorch {reference['torch']} ({reference['threads']} threads, channels-last): "
+            f"pytorch {reference['torch']} on {reference.get('device_name', 'cpu')} "
+            f"({reference['threads']} threads, channels-last): "
             f"{reference['images_per_sec']:.1f} images/sec, {reference['params']:,} parameters"
         )
         if heavy_seconds:

@@ -9,9 +9,9 @@ architecture: the smallest with the same model class and module types (resnet18 
 resnet34, resnet50 for resnet101 to 200).
 """
 
-import collections
 import json
 import re
+import sys
 import textwrap
 
 import jax
@@ -19,7 +19,7 @@ import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import run_binary
+from conftest import REPO, run_binary
 from flax import nnx
 from jax import lax
 
@@ -27,6 +27,9 @@ from recog import MODELS, plugins
 from recog.experiments import load
 from recog.models import cpu_kernels, info
 from recog.train.step import create_model
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import accelerator_check
 
 plugins.load_repo_folder()
 MODEL_NAMES = MODELS.names()
@@ -387,37 +390,16 @@ def test_forward_and_reverse_mode_agree(name):
     assert jacobian.shape == (2, NUM_CLASSES) and np.isfinite(jacobian).all()
 
 
-def lowered_train_gradient(name: str, platform: str) -> str:
-    """The StableHLO of a train-mode parameter gradient of `name`, lowered for `platform`
-    (possible on any host: nothing is compiled)."""
-    graphdef, state = nnx.split(info.abstract_model(name, NUM_CLASSES))
-
-    def loss(state, images):
-        model = nnx.merge(graphdef, state, copy=True)
-        model.train()
-        return model(images).sum()
-
-    traced = jax.jit(jax.grad(loss)).trace(state, IMAGES)
-    return traced.lower(lowering_platforms=(platform,)).as_text()
-
-
 @pytest.mark.parametrize("platform", ["cuda", "tpu"])
 def test_accelerator_programs_hold_stock_ops_only(platform):
-    """ResNet-50's train-mode gradient lowered for a GPU or TPU: XLA's own convolutions (forward,
-    weight and input gradients: 53 + 53 + 52), reduce_window and select_and_scatter for its max
-    pool, matmuls only in the classifier, and none of the CPU kernels (materialized's
-    conditional tests isfinite). Lowered for the CPU, the same program holds them all."""
-    ops = collections.Counter(
-        re.findall(r"stablehlo\.\w+", lowered_train_gradient("resnet50", platform))
-    )
-    assert ops["stablehlo.convolution"] == 158
-    assert ops["stablehlo.reduce_window"] == 1 and ops["stablehlo.select_and_scatter"] == 1
-    assert ops["stablehlo.dot_general"] <= 3 and not ops["stablehlo.is_finite"]
-    cpu = collections.Counter(
-        re.findall(r"stablehlo\.\w+", lowered_train_gradient("resnet50", "cpu"))
-    )
-    assert cpu["stablehlo.dot_general"] > 100 and cpu["stablehlo.is_finite"] > 50
-    assert not cpu["stablehlo.reduce_window"] and not cpu["stablehlo.select_and_scatter"]
+    """ResNet-50's train-mode gradient lowered for a GPU or TPU holds XLA's own convolutions and
+    max pooling, and none of recog's CPU kernels (benchmarks/accelerator_check.py checks the same
+    on the accelerator itself). Lowered for the CPU, the same program holds them all."""
+    program = accelerator_check.lowered_train_gradient("resnet50", platform)
+    assert accelerator_check.stock_program_problems(accelerator_check.op_counts(program)) == []
+    cpu = accelerator_check.op_counts(accelerator_check.lowered_train_gradient("resnet50", "cpu"))
+    assert cpu["dot_general"] > 100 and cpu["is_finite"] > 50
+    assert not cpu["reduce_window"] and not cpu["select_and_scatter"]
 
 
 @pytest.mark.parametrize(

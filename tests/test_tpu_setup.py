@@ -44,7 +44,8 @@ def test_shellcheck_passes():
     search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     shellcheck = shutil.which("shellcheck", path=search)
     assert shellcheck, "shellcheck is missing: pip install -e '.[test]' installs it"
-    result = subprocess.run([shellcheck, str(SCRIPT)], capture_output=True, text=True)
+    scripts = [str(SCRIPT), str(REPO / "benchmarks" / "accelerator.sh")]
+    result = subprocess.run([shellcheck, *scripts], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
 
