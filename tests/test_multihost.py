@@ -88,13 +88,12 @@ def test_two_processes_train_checkpoint_resume_and_match_one_process(tmp_path):
     assert "on 4 device(s)" in result.stderr
     parts = ("params", "model_state")
     # Equal up to float32 reassociation: the gradient and BatchNorm reductions are summed in a
-    # different order across two processes than within one (seen: 1.8e-5 on values near 1e-4).
-    np.testing.assert_allclose(
-        checkpoint_vector(workdir, 6, parts),
-        checkpoint_vector(reference, 6, parts),
-        rtol=1e-4,
-        atol=1e-4,
-    )
+    # different order across two processes than within one. Where that moves a ReLU or max-pool
+    # input across its kink, that element's derivative flips, so a few values drift further
+    # over 6 steps (seen: 23 of 66,218 by up to 2.6e-4).
+    two, one = checkpoint_vector(workdir, 6, parts), checkpoint_vector(reference, 6, parts)
+    np.testing.assert_allclose(two, one, rtol=1e-3, atol=1e-3)
+    assert np.mean(np.isclose(two, one, rtol=1e-4, atol=1e-4)) > 0.999
     final = lambda w: [m for m in read_jsonl(w / "metrics.jsonl") if "eval/accuracy" in m][-1]
     np.testing.assert_allclose(
         final(workdir)["eval/loss"], final(reference)["eval/loss"], rtol=1e-4
