@@ -80,7 +80,8 @@ def max_pool(x: jnp.ndarray, window: Shape2, strides: Shape2, padding: Padding2)
     tangent is its first maximum's, in row-major order, as JAX's. The forward pass notes which
     tap won; the tangent (and, transposed, the gradient) goes through that index. JAX
     differentiates reduce_window through a select-and-gather that XLA's CPU backend runs slowly:
-    300 ms of ResNet-18's 2 s train step for its one pool (this: 64 ms)."""
+    forward + backward of ResNet-18's 3x3/2 pool at 128 px, batch 64, 352 ms (this: 87-98 ms;
+    jitted `jax.grad` of `sum(pool(x) * w)`, median of 15, same run)."""
     return _max_pool_and_argmax(x, window, strides, padding)[0]
 
 
