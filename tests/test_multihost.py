@@ -217,3 +217,58 @@ def test_a_process_with_no_cluster_runs_alone():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["False", "1", "2"]
+
+
+STREAM_WORKER = """
+import sys
+import jax
+import numpy as np
+port, process_id, folder_path, out = sys.argv[1:]
+jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=int(process_id))
+from recog.data import folder, train_batches
+
+source = folder.image_folder(folder_path)
+kwargs = dict(global_batch_size=16, pipeline="inception_crop(24)|flip_lr", seed=5, cache=False)
+stream = train_batches(source, "train", **kwargs)
+uninterrupted = [next(stream) for _ in range(12)]
+start = 2 * source.num_examples("train") // 16 + 1  # the middle of the third epoch
+resumed = train_batches(source, "train", start_step=start, **kwargs)
+for expected in uninterrupted[start:]:
+    served = next(resumed)
+    for key in ("image", "label"):
+        np.testing.assert_array_equal(served[key], expected[key])
+np.save(out, np.stack([b["image"] for b in uninterrupted]))
+"""
+
+
+def test_two_processes_resume_their_data_streams_exactly(tmp_path):
+    from test_data import write_photos
+
+    from recog.data import folder
+
+    write_photos(tmp_path / "pets")
+    folder.image_folder(str(tmp_path / "pets")).prepare()  # both processes then find it prepared
+    port = free_port()
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                STREAM_WORKER,
+                str(port),
+                str(i),
+                str(tmp_path / "pets"),
+                str(tmp_path / f"{i}.npy"),
+            ],
+            cwd=REPO,
+            env=env_with_devices(1),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    errors = [p.communicate(timeout=300)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], errors[0][-3000:] + errors[1][-3000:]
+    first, second = (np.load(tmp_path / f"{i}.npy") for i in range(2))
+    assert first.shape == second.shape == (12, 8, 24, 24, 3)  # each host: half of each batch
+    assert not np.array_equal(first, second)  # each its own shard

@@ -15,11 +15,11 @@ def _check_ranges(name, area_min, area_max, area_limit, ratio_min, ratio_max):
         )
 
 
-def _sample_box(image, seed, area_range, aspect_ratio_range):
-    """(top-left, size) of a box covering `area_range` of the image with width/height in
-    `aspect_ratio_range`; the whole image when 10 attempts find none."""
+def _sample_box(image_shape, seed, area_range, aspect_ratio_range):
+    """(top-left, size) of a box covering `area_range` of an image of `image_shape` with
+    width/height in `aspect_ratio_range`; the whole image when 10 attempts find none."""
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image),
+        image_shape,
         bounding_boxes=tf.zeros([1, 0, 4]),
         seed=seed,
         min_object_covered=0.0,
@@ -31,6 +31,42 @@ def _sample_box(image, seed, area_range, aspect_ratio_range):
     return begin, size
 
 
+class InceptionCrop:
+    """A random box of the image resized to a fixed size; see `inception_crop`."""
+
+    def __init__(self, size, area_range, ratio_range, method, antialias):
+        self.size, self.area_range, self.ratio_range = size, area_range, ratio_range
+        self.method, self.antialias = method, antialias
+
+    def _resize(self, crop):
+        return tf.image.resize(crop, self.size, method=self.method, antialias=self.antialias)
+
+    def __call__(self, image, seed):
+        begin, box = _sample_box(tf.shape(image), seed, self.area_range, self.ratio_range)
+        return self._resize(tf.slice(image, begin, box))
+
+    def decode_and_apply(self, encoded, channels, seed):
+        """The same crop from encoded bytes. A JPEG is decoded only inside the box (libjpeg skips
+        the rest), which also makes the box's edges differ from a full decode by a few levels
+        where the colour planes are upsampled; other formats are decoded whole, then cropped."""
+
+        def from_jpeg():
+            height_width = tf.image.extract_jpeg_shape(encoded)[:2]  # reads the header alone
+            image_shape = tf.concat([height_width, [channels]], 0)
+            begin, box = _sample_box(image_shape, seed, self.area_range, self.ratio_range)
+            window = tf.stack([begin[0], begin[1], box[0], box[1]])
+            return tf.image.decode_and_crop_jpeg(encoded, window, channels=channels)
+
+        def from_other():
+            image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+            begin, box = _sample_box(tf.shape(image), seed, self.area_range, self.ratio_range)
+            return tf.slice(image, begin, box)
+
+        crop = tf.cond(tf.io.is_jpeg(encoded), from_jpeg, from_other)
+        crop.set_shape([None, None, channels])
+        return self._resize(crop)
+
+
 @AUGMENTATIONS.register("inception_crop")
 def inception_crop(
     size: int | tuple[int, int],
@@ -39,20 +75,18 @@ def inception_crop(
     ratio_min: float = 3 / 4,
     ratio_max: float = 4 / 3,
     method: str = "bilinear",
+    antialias: bool = True,
 ):
     """Random-resized crop (Inception, ResNet training): a random box, resized to `size`.
 
     The box covers area_min..area_max of the image, with width/height in ratio_min..ratio_max.
+    From encoded JPEG bytes it decodes only the box. `antialias=False` resizes as the Flax
+    ImageNet example and big_vision do, at about half the cost per image.
     """
-    height, width = _size(size)
     _check_ranges("inception_crop", area_min, area_max, 1.0, ratio_min, ratio_max)
-
-    def op(image, seed):
-        begin, box = _sample_box(image, seed, (area_min, area_max), (ratio_min, ratio_max))
-        crop = tf.slice(image, begin, box)
-        return tf.image.resize(crop, (height, width), method=method, antialias=True)
-
-    return op
+    return InceptionCrop(
+        _size(size), (area_min, area_max), (ratio_min, ratio_max), method, antialias
+    )
 
 
 @AUGMENTATIONS.register("random_erasing")
@@ -75,7 +109,9 @@ def random_erasing(
         box_seed, apply_seed, noise_seed = tf.unstack(
             tf.random.experimental.stateless_split(seed, 3)
         )
-        begin, box = _sample_box(image, box_seed, (area_min, area_max), (ratio_min, ratio_max))
+        begin, box = _sample_box(
+            tf.shape(image), box_seed, (area_min, area_max), (ratio_min, ratio_max)
+        )
         shape = tf.shape(image)
         found = tf.reduce_any(box[:2] < shape[:2])  # else the sampler fell back to the whole image
         apply = found & (tf.random.stateless_uniform([], apply_seed) < p)

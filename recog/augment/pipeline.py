@@ -59,12 +59,30 @@ def parse(spec: str) -> list[Op]:
     return [parse_image_op(part) for part in spec.split("|") if part.strip()]
 
 
-def apply(ops: list[Op], image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Runs the ops in order, each with its own seed; returns uint8 (cheap to copy to devices)."""
-    if ops:
-        seeds = tf.random.experimental.stateless_split(seed, len(ops))
-        for i, op in enumerate(ops):
+def decode(encoded: tf.Tensor, channels: int) -> tf.Tensor:
+    """PNG, JPEG, GIF or BMP bytes -> uint8 HxWx`channels` (a GIF's first frame)."""
+    image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+    image.set_shape([None, None, channels])
+    return image
+
+
+def apply(ops: list[Op], image: tf.Tensor, seed: tf.Tensor, channels: int = 3) -> tf.Tensor:
+    """Runs the ops in order, each with its own seed; returns uint8 (cheap to copy to devices).
+
+    `image` is a decoded image, or its encoded bytes (a scalar string), which are decoded to
+    `channels` channels first: by the first op itself where it can decode only the part it keeps
+    (an op with a `decode_and_apply(encoded, channels, seed)` method, such as inception_crop).
+    """
+    seeds = tf.random.experimental.stateless_split(seed, len(ops)) if ops else []
+    for i, op in enumerate(ops):
+        if image.dtype == tf.string and hasattr(op, "decode_and_apply"):
+            image = op.decode_and_apply(image, channels, seeds[i])
+        else:
+            if image.dtype == tf.string:
+                image = decode(image, channels)
             image = op(image, seeds[i])
+    if image.dtype == tf.string:
+        image = decode(image, channels)
     if image.dtype != tf.uint8:
         image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
     return image

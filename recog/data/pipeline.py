@@ -18,7 +18,7 @@ from recog import augment
 from recog.data.sources import TfdsSource
 
 AUTOTUNE = tf.data.AUTOTUNE
-SHUFFLE_BUFFER = 16_384
+SHUFFLE_BYTES = 1 << 30  # the shuffle buffer's default size: 1 GiB of stored examples
 
 
 def host_split(split: str, drop_remainder: bool) -> str:
@@ -37,6 +37,38 @@ def _options() -> tf.data.Options:
     return options
 
 
+def shuffle_buffer_size(source: TfdsSource, split: str, shuffle_bytes: int) -> int:
+    """How many stored examples of `split` go into each epoch's shuffle buffer (at least 1, at
+    most all) so that two buffers (see `shuffled_epochs`) hold at most `shuffle_bytes`."""
+    fitting = int(shuffle_bytes / 2 // max(1.0, source.mean_example_bytes(split)))
+    return max(1, min(source.num_examples(split), fitting))
+
+
+def shuffled_epochs(
+    base: tf.data.Dataset, num_examples: int, buffer_size: int, seed: int, first_epoch: int
+) -> tf.data.Dataset:
+    """(position in the stream, example) for every epoch from `first_epoch` on, each epoch
+    shuffled by its own seed.
+
+    The epochs run through a parallel interleave that holds two of them open, one block of a
+    whole epoch at a time: the order stays epoch after epoch, while the next epoch fills its
+    shuffle buffer in the background instead of stalling the stream at the boundary. So two
+    buffers are full at once.
+    """
+
+    def epoch(e):
+        shuffled = base.shuffle(buffer_size, seed=seed * 1_000_003 + e)
+        return shuffled.enumerate().map(lambda i, example: (e * num_examples + i, example))
+
+    return tf.data.Dataset.range(first_epoch, 2**62).interleave(
+        epoch,
+        cycle_length=2,
+        block_length=num_examples,
+        num_parallel_calls=2,
+        deterministic=True,
+    )
+
+
 def train_batches(
     source: TfdsSource,
     split: str,
@@ -46,29 +78,35 @@ def train_batches(
     seed: int,
     start_step: int = 0,
     cache: bool = True,
+    shuffle_bytes: int = SHUFFLE_BYTES,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Endless batches of this host's shard, starting at `start_step`, as numpy dicts."""
+    """Endless batches of this host's shard, starting at `start_step`, as numpy dicts.
+
+    The shuffle holds examples as stored (JPEG or PNG bytes, at most `shuffle_bytes` of them),
+    and the augmentation pipeline decodes each one after it, cropping while it decodes where the
+    pipeline starts with a crop. A resume skips the examples before `start_step` undecoded.
+    With `cache` (small data sets) the decoded images are kept in memory instead, all of them,
+    and the shuffle spans the whole split.
+    """
     local_batch = global_batch_size // jax.process_count()
     split = host_split(source.resolve_split(split), drop_remainder=True)
     num_examples = source.num_examples(split)
-    base = source.read(split)
     if cache:
-        base = base.cache()
+        base, buffer_size = source.read(split).cache(), num_examples
+    else:
+        base = source.read(split, decode=False)
+        buffer_size = shuffle_buffer_size(source, split, shuffle_bytes)
     first_epoch, offset = divmod(start_step * local_batch, num_examples)
     ops = augment.parse(pipeline)
-
-    def epoch(e):
-        shuffled = base.shuffle(min(num_examples, SHUFFLE_BUFFER), seed=seed * 1_000_003 + e)
-        return shuffled.enumerate().map(lambda i, ex: (e * num_examples + i, ex))
 
     def preprocess(position, example):
         example_seed = tf.stack([tf.constant(seed, tf.int64), position])
         return {
-            "image": augment.apply(ops, example["image"], example_seed),
+            "image": augment.apply(ops, example["image"], example_seed, source.channels),
             "label": example["label"],
         }
 
-    ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch).skip(offset)
+    ds = shuffled_epochs(base, num_examples, buffer_size, seed, first_epoch).skip(offset)
     ds = ds.map(preprocess, num_parallel_calls=AUTOTUNE)
     ds = ds.batch(local_batch, drop_remainder=True).prefetch(AUTOTUNE)
     return ds.with_options(_options()).as_numpy_iterator()

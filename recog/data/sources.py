@@ -7,6 +7,8 @@ import tensorflow_datasets as tfds
 
 from recog.errors import UserError
 
+MEASURED_EXAMPLES = 64
+
 
 @dataclasses.dataclass
 class TfdsSource:
@@ -35,6 +37,10 @@ class TfdsSource:
         return list(self.builder.info.features[self.label_key].names)
 
     @property
+    def channels(self) -> int:
+        return self.builder.info.features[self.image_key].shape[-1]
+
+    @property
     def num_classes(self) -> int:
         return self.builder.info.features[self.label_key].num_classes
 
@@ -50,11 +56,27 @@ class TfdsSource:
                 f"dataset {self.builder.name!r} has no split {split!r} ({e}); its splits: {known}."
             ) from None
 
-    def read(self, split: str) -> tf.data.Dataset:
-        """Examples of `split` in a fixed order, as {"image": uint8 HxWxC, "label": int64}."""
+    def mean_example_bytes(self, split: str) -> float:
+        """The average size of one stored (encoded) example: from the sizes TFDS recorded when it
+        prepared the data, else (mocked data) measured on the first examples of `split`."""
+        splits = list(self.builder.info.splits.values())
+        stored_bytes = sum(info.num_bytes for info in splits)
+        if stored_bytes:
+            return stored_bytes / sum(info.num_examples for info in splits)
+        first = self.read(split, decode=False).take(MEASURED_EXAMPLES).as_numpy_iterator()
+        sizes = [len(example["image"]) for example in first]
+        return sum(sizes) / max(1, len(sizes))
+
+    def read(self, split: str, *, decode: bool = True) -> tf.data.Dataset:
+        """Examples of `split` in a fixed order, as {"image": uint8 HxWxC, "label": int64}.
+
+        With decode=False the image stays as stored: a scalar string of PNG or JPEG bytes, for
+        `recog.augment.apply` to decode after the shuffle.
+        """
         ds = self.builder.as_dataset(
             split=self.resolve_split(split),
             shuffle_files=False,
+            decoders=None if decode else {self.image_key: tfds.decode.SkipDecoding()},
             read_config=tfds.ReadConfig(add_tfds_id=False, try_autocache=False),
         )
         return ds.map(
