@@ -68,15 +68,7 @@ def main(argv):
     epoch_batches = source.num_examples(config.data.train_split) // batch_size
 
     def stream(start_step=0):
-        return data.train_batches(
-            source,
-            config.data.train_split,
-            global_batch_size=batch_size,
-            pipeline=config.data.train_pipeline,
-            seed=config.seed,
-            start_step=start_step,
-            cache=config.data.cache,
-        )
+        return data.configured_train_batches(source, config, start_step)
 
     def first_batch_seconds(start_step):
         start = time.perf_counter()

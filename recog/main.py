@@ -70,15 +70,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     first_step = int(state["step"])
 
     batch_sharding = parallel.batch_sharding(mesh)
-    train_batches = data.train_batches(
-        source,
-        config.data.train_split,
-        global_batch_size=config.batch_size,
-        pipeline=config.data.train_pipeline,
-        seed=config.seed,
-        start_step=first_step,
-        cache=config.data.cache,
-    )
+    train_batches = data.configured_train_batches(source, config, start_step=first_step)
 
     def eval_batches():
         batches = data.eval_batches(

@@ -8,7 +8,7 @@ import tensorflow as tf
 from PIL import Image, ImageEnhance, ImageOps
 
 from recog import UserError, augment
-from recog.augment import randaugment
+from recog.augment import device_randaugment, randaugment
 from recog.augment.batch import parse_batch
 
 IMAGE = tf.constant(np.random.default_rng(0).integers(0, 256, (36, 48, 3)), tf.uint8)
@@ -110,7 +110,7 @@ TARGETS = jax.nn.one_hot(jnp.arange(8) % 4, 4)
 
 @pytest.mark.parametrize("spec", ["mixup(0.2)", "cutmix(1.0)", "mixup(0.4)|cutmix"])
 def test_batch_augmentations(spec):
-    op = jax.jit(parse_batch(spec))
+    op = jax.jit(parse_batch(spec).mix)
     images, targets = op(BATCH, TARGETS, jax.random.key(1))
     assert images.shape == BATCH.shape and targets.shape == TARGETS.shape
     np.testing.assert_allclose(targets.sum(axis=1), 1.0, rtol=1e-6)
@@ -123,20 +123,50 @@ def test_batch_augmentations(spec):
 
 def test_mixup_and_cutmix_mix_images_and_targets_alike():
     neighbour = jnp.roll(BATCH, 1, axis=0)
-    images, targets = parse_batch("mixup(1.0)")(BATCH, TARGETS, jax.random.key(3))
+    images, targets = parse_batch("mixup(1.0)").mix(BATCH, TARGETS, jax.random.key(3))
     own = targets[0, 0]  # example 0 has label 0, its neighbour label 3
     np.testing.assert_allclose(images, own * BATCH + (1 - own) * neighbour, rtol=1e-5, atol=1e-3)
 
-    images, targets = parse_batch("cutmix(1.0)")(BATCH, TARGETS, jax.random.key(3))
+    images, targets = parse_batch("cutmix(1.0)").mix(BATCH, TARGETS, jax.random.key(3))
     from_neighbour = np.asarray((images == neighbour) & (images != BATCH))
     assert np.all((images == BATCH) | (images == neighbour))
     np.testing.assert_allclose(targets[0, 3], from_neighbour[0].mean(), rtol=1e-6)
 
 
 def test_parse_batch():
-    images, targets = parse_batch("")(BATCH, TARGETS, jax.random.key(0))
+    images, targets = parse_batch("").mix(BATCH, TARGETS, jax.random.key(0))
     assert images is BATCH and targets is TARGETS
+    both = parse_batch("randaugment(2, 9)|mixup(0.2)|cutmix")
+    assert len(both.image_ops) == 1 and len(both.mix_ops) == 2
     with pytest.raises(UserError, match="'flip_lr' is an augmentation of single images"):
         parse_batch("mixup|flip_lr")
     with pytest.raises(UserError, match="unknown augmentation 'mixpu'"):
         parse_batch("mixpu(0.2)")
+
+
+@pytest.mark.parametrize("index", range(len(randaugment.OPERATIONS)))
+def test_randaugment_on_the_device_matches_the_tf_data_operations(index):
+    tf_op, device_op = randaugment.OPERATIONS[index], device_randaugment.OPERATIONS[index]
+    assert tf_op.__name__ == device_op.__name__
+    rows, cols = np.mgrid[0:24, 0:30]
+    smooth = np.stack([rows * 9, cols * 7, (rows + cols) * 4], -1) % 256
+    noise = np.random.default_rng(index).integers(0, 256, (24, 30, 3))
+    for image in (smooth.astype(np.float32), noise.astype(np.float32)):
+        for strength, sign in [(0.9, 1.0), (0.9, -1.0), (0.2, 1.0)]:
+            expected = tf_op(tf.constant(image), strength, sign)
+            served = jax.jit(device_op)(jnp.asarray(image), strength, sign)
+            np.testing.assert_allclose(served, expected, atol=5e-3)  # bilinear weights' rounding
+
+
+def test_randaugment_on_the_device_draws_operations_per_image():
+    pipeline = parse_batch("randaugment(2, 9)")
+    images = jnp.asarray(np.tile(np.asarray(BATCH[:1]), (8, 1, 1, 1)))  # one image, 8 times
+    augment_images = jax.jit(pipeline.augment_images)
+    served = augment_images(images.astype(jnp.uint8), jax.random.key(0))
+    assert served.shape == images.shape and served.dtype == jnp.float32
+    assert float(served.min()) >= 0 and float(served.max()) <= 255
+    assert len({np.asarray(image).tobytes() for image in served}) > 4  # each its own operations
+    np.testing.assert_array_equal(
+        served, augment_images(images.astype(jnp.uint8), jax.random.key(0))
+    )
+    assert not np.array_equal(served, augment_images(images.astype(jnp.uint8), jax.random.key(1)))

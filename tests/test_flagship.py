@@ -130,7 +130,8 @@ def test_cats_resnet_trains_its_default_config(flagship_run):
     assert config["experiment"] == "cats_resnet"
     assert config["model"]["name"] == "resnet50" and config["model"]["dtype"] == "bfloat16"
     assert config["data"]["name"] == "cats_vs_dogs" and config["data"]["dir"] is None
-    assert config["data"]["train_pipeline"] == "inception_crop(224)|flip_lr|randaugment(2, 9)"
+    assert config["data"]["train_pipeline"] == "inception_crop(224, antialias=False)|flip_lr"
+    assert config["data"]["batch_pipeline"] == "randaugment(2, 9)"  # on the device
     assert config["data"]["eval_pipeline"] == "resize_small(256)|center_crop(224)"
     assert config["ema_decay"] == 0.9998 and config["eval_flip"]
     lines = read_jsonl(workdir / "metrics.jsonl")

@@ -1,4 +1,5 @@
-"""Batch augmentations that run on the device, inside the jit-compiled train step: mixup, cutmix.
+"""Batch augmentations that run on the device, inside the jit-compiled train step: mixup, cutmix,
+and RandAugment (recog.augment.device_randaugment).
 
 They mix images *and* targets, so they see whole batches rather than one tf.data example. A batch
 augmentation is a registered factory (in the same AUGMENTATIONS registry) returning
@@ -10,9 +11,11 @@ of its inputs, marked `op.on_device = True` (see `on_device`), which tells it ap
 tf.data ops of recog.augment.pipeline. Each example is mixed with its neighbour in the batch (a roll
 by one: the batch is already shuffled, and on a sharded batch a roll is a cheap collective
 permute); one mixing ratio is drawn per batch. `parse_batch("mixup(0.2)|cutmix(1.0)")` picks one
-listed op per batch.
+listed mixing op per batch. An image augmentation that can also run here carries a `batched`
+version (`op.batched(images, key) -> images`, for images 0..255): RandAugment does.
 """
 
+import dataclasses
 from collections.abc import Callable
 
 import jax
@@ -78,28 +81,51 @@ def cutmix(alpha: float = 1.0):
     return on_device(op)
 
 
-def parse_batch(spec: str) -> BatchOp:
-    """`"mixup(0.2)|cutmix(1.0)"` -> one function that applies one of the listed batch
-    augmentations, chosen at random per batch (the single one if only one; none for "")."""
-    ops = []
+@dataclasses.dataclass(frozen=True)
+class BatchPipeline:
+    """config.data.batch_pipeline, compiled into the train step in two parts.
+
+    `augment_images` runs the per-image ops that can run on the device (`randaugment`) in the
+    order listed, on images as the host sent them (0..255); `mix` then applies one of the listed
+    mixing ops (mixup, cutmix), chosen at random per batch when several are listed, to the
+    normalised images and their targets.
+    """
+
+    image_ops: tuple[Callable[[jax.Array, jax.Array], jax.Array], ...]
+    mix_ops: tuple[BatchOp, ...]
+
+    def augment_images(self, images: jax.Array, key: jax.Array) -> jax.Array:
+        images = images.astype(jnp.float32)
+        for op, op_key in zip(
+            self.image_ops, jax.random.split(key, len(self.image_ops)), strict=True
+        ):
+            images = op(images, op_key)
+        return images
+
+    def mix(self, images: jax.Array, targets: jax.Array, key: jax.Array):
+        if not self.mix_ops:
+            return images, targets
+        if len(self.mix_ops) == 1:
+            return self.mix_ops[0](images, targets, key)
+        choice_key, op_key = jax.random.split(key)
+        index = jax.random.randint(choice_key, (), 0, len(self.mix_ops))
+        return jax.lax.switch(index, self.mix_ops, images, targets, op_key)
+
+
+def parse_batch(spec: str) -> BatchPipeline:
+    """`"randaugment(2, 9)|mixup(0.2)|cutmix(1.0)"` -> the BatchPipeline that runs it."""
+    image_ops, mix_ops = [], []
     for text in spec.split("|"):
         if not text.strip():
             continue
         op = parse_op(text)
-        if not getattr(op, "on_device", False):
+        if getattr(op, "on_device", False):
+            mix_ops.append(op)
+        elif hasattr(op, "batched"):
+            image_ops.append(op.batched)
+        else:
             raise UserError(
                 f"{text.strip()!r} is an augmentation of single images for the tf.data pipeline, "
-                f"not a batch augmentation such as mixup or cutmix."
+                f"not a batch augmentation such as randaugment, mixup or cutmix."
             )
-        ops.append(op)
-    if not ops:
-        return lambda images, targets, key: (images, targets)
-    if len(ops) == 1:
-        return ops[0]
-
-    def choose(images, targets, key):
-        choice_key, op_key = jax.random.split(key)
-        index = jax.random.randint(choice_key, (), 0, len(ops))
-        return jax.lax.switch(index, ops, images, targets, op_key)
-
-    return choose
+    return BatchPipeline(tuple(image_ops), tuple(mix_ops))

@@ -13,6 +13,7 @@ import functools
 
 import tensorflow as tf
 
+from recog.augment import device_randaugment
 from recog.augment.geometry import rotation_matrix, warp
 from recog.errors import UserError
 from recog.registry import AUGMENTATIONS
@@ -138,7 +139,10 @@ OPERATIONS = (
 
 @AUGMENTATIONS.register("randaugment")
 def randaugment(num_layers: int = 2, magnitude: float = 9.0):
-    """RandAugment (Cubuk et al. 2020): `num_layers` random ops of 14, at `magnitude` 0..10."""
+    """RandAugment (Cubuk et al. 2020): `num_layers` random ops of 14, at `magnitude` 0..10.
+
+    In config.data.batch_pipeline it runs on the device (recog.augment.device_randaugment).
+    """
     if not 0 <= magnitude <= 10:
         raise UserError(f"randaugment: magnitude is on a 0..10 scale, not {magnitude}.")
     strength = magnitude / 10.0
@@ -155,4 +159,5 @@ def randaugment(num_layers: int = 2, magnitude: float = 9.0):
             image = tf.switch_case(index, branches)
         return image
 
+    op.batched = device_randaugment.batched(num_layers, magnitude)
     return op

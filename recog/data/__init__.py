@@ -5,11 +5,10 @@ import ml_collections
 import tensorflow as tf
 from jax.experimental import multihost_utils
 
-from recog.data import cats, digits, folder  # noqa: F401
-from recog.data.pipeline import eval_batches, train_batches
+from recog.data import catalog, cats, digits, folder  # noqa: F401
+from recog.data.pipeline import configured_train_batches, eval_batches, train_batches
 from recog.data.sources import TfdsSource
 from recog.errors import UserError
-from recog.registry import DATASETS
 
 # tf.data runs on the host; keep TensorFlow off any accelerator JAX is using.
 tf.config.set_visible_devices([], "GPU")
@@ -25,13 +24,15 @@ PIPELINE_KEYS = (
     "mean",
     "std",
     "cache",
+    "shuffle_bytes",
 )
 
 
 def make_source(data_config: ml_collections.ConfigDict) -> TfdsSource:
-    """The registered dataset named by data_config.name, prepared and ready to read."""
+    """The dataset named by data_config.name (registered, or tfds:NAME), prepared and ready to
+    read."""
     kwargs = {k: v for k, v in data_config.items() if k not in PIPELINE_KEYS}
-    factory = DATASETS.get(data_config.name)
+    factory = catalog.factory(data_config.name)
 
     def build() -> TfdsSource:
         try:
@@ -65,4 +66,11 @@ def image_channels(source: TfdsSource) -> int:
     return source.builder.info.features[source.image_key].shape[-1]
 
 
-__all__ = ["TfdsSource", "eval_batches", "image_channels", "make_source", "train_batches"]
+__all__ = [
+    "TfdsSource",
+    "configured_train_batches",
+    "eval_batches",
+    "image_channels",
+    "make_source",
+    "train_batches",
+]

@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterator
 
 import jax
+import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -110,6 +111,22 @@ def train_batches(
     ds = ds.map(preprocess, num_parallel_calls=AUTOTUNE)
     ds = ds.batch(local_batch, drop_remainder=True).prefetch(AUTOTUNE)
     return ds.with_options(_options()).as_numpy_iterator()
+
+
+def configured_train_batches(
+    source: TfdsSource, config: ml_collections.ConfigDict, start_step: int = 0
+) -> Iterator[dict[str, np.ndarray]]:
+    """`train_batches` as an experiment config sets it up (config.data.shuffle_bytes optional)."""
+    return train_batches(
+        source,
+        config.data.train_split,
+        global_batch_size=config.batch_size,
+        pipeline=config.data.train_pipeline,
+        seed=config.seed,
+        start_step=start_step,
+        cache=config.data.cache,
+        shuffle_bytes=config.data.get("shuffle_bytes", SHUFFLE_BYTES),
+    )
 
 
 def eval_batches(

@@ -60,7 +60,8 @@ def full_float32_precision(model: nnx.Module) -> None:
 
 
 def normalize(images: jax.Array, mean, std) -> jax.Array:
-    """uint8 images -> float32, scaled to [0, 1], then standardised per channel."""
+    """Images 0..255 (uint8, or float32 from on-device augmentation) -> float32, scaled to
+    [0, 1], then standardised per channel."""
     x = images.astype(jnp.float32) / 255.0
     return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
 
@@ -128,7 +129,7 @@ def build_steps(
     ema_decay = config.ema_decay
     accumulation = config.grad_accum_steps
     eval_flip = config.eval_flip
-    mix_batch = parse_batch(config.data.batch_pipeline)
+    batch_pipeline = parse_batch(config.data.batch_pipeline)
     replicated = parallel.replicated(mesh)
 
     def init() -> State:
@@ -174,11 +175,14 @@ def build_steps(
 
     def train_step(state: State, batch: Batch):
         labels = batch["label"]
-        images = normalize(batch["image"], mean, std)
-        targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), smoothing)
-        # Keyed by seed and step alone, so a resumed run mixes exactly as an uninterrupted one.
+        # Keyed by seed and step alone, so a resumed run augments exactly as an uninterrupted one.
         mix_key = jax.random.fold_in(jax.random.key(config.seed), state["step"])
-        images, targets = mix_batch(images, targets, mix_key)
+        images = batch["image"]
+        if batch_pipeline.image_ops:
+            images = batch_pipeline.augment_images(images, jax.random.fold_in(mix_key, 1))
+        images = normalize(images, mean, std)
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), smoothing)
+        images, targets = batch_pipeline.mix(images, targets, mix_key)
         compute = gradients if accumulation == 1 else accumulated_gradients
         (loss, (logits, model_state)), grads = compute(
             state["params"], state["model_state"], images, targets
