@@ -170,3 +170,15 @@ def test_randaugment_on_the_device_draws_operations_per_image():
         served, augment_images(images.astype(jnp.uint8), jax.random.key(0))
     )
     assert not np.array_equal(served, augment_images(images.astype(jnp.uint8), jax.random.key(1)))
+
+
+def test_randaugment_on_the_device_lowers_for_accelerators():
+    augment_images = jax.jit(parse_batch("randaugment(2, 9)").augment_images)
+    images = jax.ShapeDtypeStruct((8, 32, 32, 3), jnp.uint8)
+    for platform in ("tpu", "cuda"):
+        text = (
+            augment_images.trace(images, jax.random.key(0))
+            .lower(lowering_platforms=(platform,))
+            .as_text()
+        )
+        assert "stablehlo.gather" in text and "stablehlo.case" not in text  # vmapped: selects
