@@ -46,6 +46,24 @@ def digits_source():
     return data.make_source(load("digits_cnn").data)
 
 
+@pytest.fixture
+def offline(monkeypatch):
+    """No network, and a failure if anything still tries to download."""
+    import urllib.error
+    import urllib.request
+
+    import tensorflow_datasets as tfds
+
+    def unreachable(url, timeout):
+        raise urllib.error.URLError("no network in this test")
+
+    def must_not_download(self, *args, **kwargs):
+        raise AssertionError("TFDS download attempted")
+
+    monkeypatch.setattr(urllib.request, "urlopen", unreachable)
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", must_not_download)
+
+
 @pytest.fixture(scope="session")
 def trained_workdir(tmp_path_factory):
     """One short real training run (digits_cnn:quick: 60 steps, checkpoints at 30 and 60) shared

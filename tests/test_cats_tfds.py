@@ -27,20 +27,6 @@ def cats_config(**data_keys):
     )
 
 
-@pytest.fixture
-def offline(monkeypatch):
-    """No network, and a failure if anything still tries to download."""
-
-    def unreachable(url, timeout):
-        raise urllib.error.URLError("no network in this test")
-
-    def must_not_download(self, *args, **kwargs):
-        raise AssertionError("TFDS download attempted")
-
-    monkeypatch.setattr(urllib.request, "urlopen", unreachable)
-    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", must_not_download)
-
-
 def test_tfds_cats_vs_dogs_yields_its_real_feature_spec(tmp_path):
     with tfds.testing.mock_data(num_examples=6):
         source = DATASETS.get("cats_vs_dogs")(data_dir=str(tmp_path))
