@@ -1,9 +1,13 @@
+import json
+import sys
 import textwrap
+from collections import Counter
 
+import numpy as np
 import pytest
-from conftest import run_binary
+from conftest import read_jsonl, run_binary
 
-from recog import AUGMENTATIONS, MODELS, plugins
+from recog import AUGMENTATIONS, DATASETS, MODELS, plugins
 
 MODEL_PLUGIN = """
 from flax import nnx
@@ -33,7 +37,44 @@ def make_distribution(site, package, entry_value, body):
 
 def test_repo_plugins_folder_is_loaded():
     plugins.load_repo_folder()
-    assert "solarize" in AUGMENTATIONS
+    assert "solarize" in AUGMENTATIONS and "shapes" in DATASETS
+
+
+def test_shapes_dataset_plugin_prepares_a_balanced_deterministic_set(tmp_path):
+    plugins.load_repo_folder()
+    source = DATASETS.get("shapes")(data_dir=str(tmp_path))
+    source.prepare()
+    test = list(source.read("test").as_numpy_iterator())
+    assert source.class_names == ["circle", "square", "triangle"]
+    assert source.num_examples("train") == 3_000 and len(test) == 600
+    assert Counter(int(ex["label"]) for ex in test) == {0: 200, 1: 200, 2: 200}
+    assert all(ex["image"].shape == (32, 32, 3) and ex["image"].dtype == np.uint8 for ex in test)
+    assert len({ex["image"].tobytes() for ex in test}) == 600
+    shapes = sys.modules[DATASETS.get("shapes").__module__]
+    first, again = (shapes.draw(2, np.random.default_rng([0, 5])) for _ in range(2))
+    np.testing.assert_array_equal(first, again)
+
+
+def test_shapes_dataset_plugin_trains_through_the_binary(tmp_path):
+    workdir = tmp_path / "run"
+    result = run_binary(
+        "main",
+        "--experiment=digits_cnn",
+        "--config.data.name=shapes",
+        "--config.data.mean=(0.5, 0.5, 0.5)",
+        "--config.data.std=(0.25, 0.25, 0.25)",
+        f"--config.data.data_dir={tmp_path / 'tfds'}",
+        "--config.num_steps=4",
+        "--config.log_every=2",
+        "--config.eval_every=4",
+        "--config.checkpoint_every=4",
+        f"--workdir={workdir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    dataset = json.loads((workdir / "dataset.json").read_text())
+    assert dataset == {"class_names": ["circle", "square", "triangle"], "image_shape": [32, 32, 3]}
+    final = [m for m in read_jsonl(workdir / "metrics.jsonl") if "eval/accuracy" in m][-1]
+    assert final["step"] == 4 and final["eval/num_examples"] == 600
 
 
 def test_folder_loads_modules_and_packages(tmp_path):
@@ -102,6 +143,10 @@ def test_list_shows_plugins_from_all_three_sources(tmp_path):
         "small_cnn",
         "digits",
         "digits_cnn",
+        "shapes",
+        "tfds:NAME",
+        "imagenet_resnet",
+        "cifar10_resnet",
     ):
         assert expected in result.stdout
     assert "A linear classifier on flattened pixels." in result.stdout
