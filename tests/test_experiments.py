@@ -1,6 +1,8 @@
+import ast
+
 import pytest
 
-from recog import UserError, experiments
+from recog import UserError, experiments, plugins
 
 
 def test_load_with_variant_and_overrides():
@@ -77,3 +79,13 @@ def test_unknown_group_lists_all_keys():
         UserError, match="unknown config key 'optimiser.lr'; did you mean 'optimizer.lr'"
     ):
         experiments.load("digits_cnn", ["optimiser.lr=0.1"])
+
+
+def test_every_experiment_loads_and_its_docstring_shows_its_command():
+    folder = plugins.package_folder(experiments.EXPERIMENTS_PACKAGE)
+    names = experiments.available()
+    assert {"cats_resnet", "cifar10_resnet", "digits_cnn", "imagenet_resnet"} <= set(names)
+    for name in names:
+        experiments.load(name)
+        docstring = ast.get_docstring(ast.parse((folder / f"{name}.py").read_text()))
+        assert f"python -m recog.main --experiment={name}" in docstring, name
