@@ -63,6 +63,8 @@ def test_a_bare_tfds_name_points_to_the_prefix_and_typos_list_it():
     with pytest.raises(UserError) as error:
         data.make_source(data_config("digitz"))
     assert "did you mean 'digits'?" in str(error.value) and "tfds:NAME" in str(error.value)
+    with pytest.raises(UserError, match="Close in TFDS's catalogue: tfds:cifar10, tfds:cifar100"):
+        data.make_source(data_config("cifar"))
 
 
 def test_unknown_version_is_tfds_own_message(tmp_path):

@@ -20,7 +20,7 @@ import tensorflow_datasets as tfds
 
 from recog.data.cats import download_problem
 from recog.data.sources import TfdsSource
-from recog.errors import UserError
+from recog.errors import UserError, unknown_name_message
 from recog.registry import DATASETS
 
 PREFIX = "tfds:"
@@ -60,13 +60,19 @@ def tfds_names() -> list[str]:
     return sorted(set(tfds.list_builders(with_community_datasets=False)))
 
 
+def close_tfds_names(name: str) -> list[str]:
+    """`tfds:` names of TFDS's catalogue close to `name`, best first."""
+    close = difflib.get_close_matches(name, tfds_names(), n=3, cutoff=0.6)
+    return [PREFIX + c for c in close]
+
+
 def make_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
     try:
         return tfds.builder(name, data_dir=data_dir)
     except tfds.core.DatasetNotFoundError:
         base = name.split("/")[0].split(":")[0]
-        close = difflib.get_close_matches(base, tfds_names(), n=3, cutoff=0.6)
-        hint = f"; did you mean {' or '.join(repr(PREFIX + c) for c in close)}?" if close else "."
+        close = close_tfds_names(base)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else "."
         raise UserError(
             f"TFDS has no data set {base!r}{hint} Its catalogue: {CATALOGUE_URL}"
         ) from None
@@ -137,8 +143,12 @@ def factory(name: str):
     """The factory of the data set `name`: a TFDS one for `tfds:NAME`, else a registered one."""
     if name.startswith(PREFIX):
         return functools.partial(tfds_dataset, name.removeprefix(PREFIX))
-    if name not in DATASETS and name in tfds_names():
+    if name in DATASETS:
+        return DATASETS.get(name)
+    if name in tfds_names():
         raise UserError(
             f"unknown dataset {name!r}; TFDS's catalogue has it: --config.data.name={PREFIX}{name}"
         )
-    return DATASETS.get(name)
+    close = close_tfds_names(name)
+    also = f" Close in TFDS's catalogue: {', '.join(close)}." if close else ""
+    raise UserError(unknown_name_message("dataset", name, DATASETS.names()) + also)
