@@ -101,7 +101,10 @@ def main(argv):
         f"  wait for a batch     : {1000 * np.median(waits):8.1f} ms median, "
         f"{1000 * max(waits):.1f} ms longest ({epoch_batches} batches an epoch)"
     )
-    print(f"  its memory growth    : {memory.growth / 2**20:8.1f} MiB")
+    print(
+        f"  its memory growth    : {memory.growth / 2**20:8.1f} MiB while timed, "
+        f"{memory.peak / 2**20:.0f} MiB resident in all"
+    )
     print(f"  first batch at step 0: {start_seconds:8.2f} s")
     print(f"  first batch at step {epoch_batches // 2} (mid-epoch resume): {resume_seconds:.2f} s")
     if not _STEP_BATCHES.value:

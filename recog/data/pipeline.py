@@ -46,22 +46,31 @@ def shuffle_buffer_size(source: TfdsSource, split: str, shuffle_bytes: int) -> i
 
 
 def shuffled_epochs(
-    base: tf.data.Dataset, num_examples: int, buffer_size: int, seed: int, first_epoch: int
+    base: tf.data.Dataset,
+    num_examples: int,
+    buffer_size: int,
+    seed: int,
+    first_epoch: int,
+    fill_ahead: bool,
 ) -> tf.data.Dataset:
     """(position in the stream, example) for every epoch from `first_epoch` on, each epoch
     shuffled by its own seed.
 
-    The epochs run through a parallel interleave that holds two of them open, one block of a
-    whole epoch at a time: the order stays epoch after epoch, while the next epoch fills its
-    shuffle buffer in the background instead of stalling the stream at the boundary. So two
-    buffers are full at once.
+    With `fill_ahead` the epochs run through a parallel interleave that holds two of them open,
+    one block of a whole epoch at a time: the order stays epoch after epoch, while the next epoch
+    fills its shuffle buffer in the background instead of stalling the stream at the boundary
+    (so two buffers are full at once). Without it (a cached `base`, whose refill costs no
+    decoding, and which two open epochs would each fill) the epochs follow one another.
     """
 
     def epoch(e):
         shuffled = base.shuffle(buffer_size, seed=seed * 1_000_003 + e)
         return shuffled.enumerate().map(lambda i, example: (e * num_examples + i, example))
 
-    return tf.data.Dataset.range(first_epoch, 2**62).interleave(
+    epochs = tf.data.Dataset.range(first_epoch, 2**62)
+    if not fill_ahead:
+        return epochs.flat_map(epoch)
+    return epochs.interleave(
         epoch,
         cycle_length=2,
         block_length=num_examples,
@@ -107,7 +116,8 @@ def train_batches(
             "label": example["label"],
         }
 
-    ds = shuffled_epochs(base, num_examples, buffer_size, seed, first_epoch).skip(offset)
+    ds = shuffled_epochs(base, num_examples, buffer_size, seed, first_epoch, fill_ahead=not cache)
+    ds = ds.skip(offset)
     ds = ds.map(preprocess, num_parallel_calls=AUTOTUNE)
     ds = ds.batch(local_batch, drop_remainder=True).prefetch(AUTOTUNE)
     return ds.with_options(_options()).as_numpy_iterator()
