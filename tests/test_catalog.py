@@ -41,6 +41,16 @@ def test_oxford_pets_by_name_with_mocked_data(tmp_path):
     assert species.label_key == "species" and species.class_names == ["Cat", "Dog"]
 
 
+def test_any_experiment_takes_a_tfds_name(tmp_path):
+    """cats_resnet's config has data.dir (a placeholder, None): keys left at None are not passed."""
+    from recog.experiments import load
+
+    config = load("cats_resnet", ["data.name=tfds:mnist", "data.eval_split=test"])
+    with mocked_tfds("mnist", tmp_path, ["train", "test"], examples=4):
+        source = data.make_source(config.data)
+    assert source.builder.name == "mnist" and source.num_classes == 10
+
+
 def test_unknown_split_lists_the_builders_splits(tmp_path):
     mnist = mocked_tfds("mnist", tmp_path, ["train", "test"], examples=4)
     with mnist, pytest.raises(UserError, match="no split 'validation'.*its splits: train, test"):

@@ -81,7 +81,8 @@ def inception_crop(
 
     The box covers area_min..area_max of the image, with width/height in ratio_min..ratio_max.
     From encoded JPEG bytes it decodes only the box. `antialias=False` resizes as the Flax
-    ImageNet example and big_vision do, at about half the cost per image.
+    ImageNet example and big_vision do, at about half the host's cost per image (figures in
+    benchmarks/README.md).
     """
     _check_ranges("inception_crop", area_min, area_max, 1.0, ratio_min, ratio_max)
     return InceptionCrop(

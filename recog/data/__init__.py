@@ -31,7 +31,9 @@ PIPELINE_KEYS = (
 def make_source(data_config: ml_collections.ConfigDict) -> TfdsSource:
     """The dataset named by data_config.name (registered, or tfds:NAME), prepared and ready to
     read."""
-    kwargs = {k: v for k, v in data_config.items() if k not in PIPELINE_KEYS}
+    # A key left at None (a placeholder such as cats_resnet's data.dir) is not set: the factory
+    # keeps its default, so `--config.data.name=tfds:NAME` works with any experiment.
+    kwargs = {k: v for k, v in data_config.items() if k not in PIPELINE_KEYS and v is not None}
     factory = catalog.factory(data_config.name)
 
     def build() -> TfdsSource:
@@ -63,7 +65,7 @@ def describe(source: TfdsSource) -> dict:
 
 
 def image_channels(source: TfdsSource) -> int:
-    return source.builder.info.features[source.image_key].shape[-1]
+    return source.channels
 
 
 __all__ = [
