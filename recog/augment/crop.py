@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 
+from recog.augment import pipeline
 from recog.augment.basic import _size
 from recog.errors import UserError
 from recog.registry import AUGMENTATIONS
@@ -41,9 +42,12 @@ class InceptionCrop:
     def _resize(self, crop):
         return tf.image.resize(crop, self.size, method=self.method, antialias=self.antialias)
 
-    def __call__(self, image, seed):
+    def _crop(self, image, seed):
         begin, box = _sample_box(tf.shape(image), seed, self.area_range, self.ratio_range)
-        return self._resize(tf.slice(image, begin, box))
+        return tf.slice(image, begin, box)
+
+    def __call__(self, image, seed):
+        return self._resize(self._crop(image, seed))
 
     def decode_and_apply(self, encoded, channels, seed):
         """The same crop from encoded bytes. A JPEG is decoded only inside the box (libjpeg skips
@@ -58,9 +62,7 @@ class InceptionCrop:
             return tf.image.decode_and_crop_jpeg(encoded, window, channels=channels)
 
         def from_other():
-            image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
-            begin, box = _sample_box(tf.shape(image), seed, self.area_range, self.ratio_range)
-            return tf.slice(image, begin, box)
+            return self._crop(pipeline.decode(encoded, channels), seed)
 
         crop = tf.cond(tf.io.is_jpeg(encoded), from_jpeg, from_other)
         crop.set_shape([None, None, channels])

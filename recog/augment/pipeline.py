@@ -74,15 +74,14 @@ def apply(ops: list[Op], image: tf.Tensor, seed: tf.Tensor, channels: int = 3) -
     (an op with a `decode_and_apply(encoded, channels, seed)` method, such as inception_crop).
     """
     seeds = tf.random.experimental.stateless_split(seed, len(ops)) if ops else []
-    for i, op in enumerate(ops):
-        if image.dtype == tf.string and hasattr(op, "decode_and_apply"):
-            image = op.decode_and_apply(image, channels, seeds[i])
-        else:
-            if image.dtype == tf.string:
-                image = decode(image, channels)
-            image = op(image, seeds[i])
+    first = 0
     if image.dtype == tf.string:
-        image = decode(image, channels)
+        if ops and hasattr(ops[0], "decode_and_apply"):
+            image, first = ops[0].decode_and_apply(image, channels, seeds[0]), 1
+        else:
+            image = decode(image, channels)
+    for i in range(first, len(ops)):
+        image = ops[i](image, seeds[i])
     if image.dtype != tf.uint8:
         image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
     return image
