@@ -53,4 +53,5 @@ def test_cats_resnet_cpu_trains_on_a_folder(tmp_path):
     dataset = json.loads((workdir / "dataset.json").read_text())
     assert dataset["class_names"] == ["cat", "dog"]
     final = [m for m in read_jsonl(workdir / "metrics.jsonl") if "eval/accuracy" in m][-1]
-    assert final["eval/num_examples"] == 12 and 0 <= final["eval/accuracy"] <= 1
+    assert final["eval/num_examples"] == 12
+    assert final["eval/accuracy"] >= 0.75  # learnable colours: chance is 0.5, this run gets 1.0
