@@ -20,9 +20,9 @@ from recog.train.step import build_steps
 
 LONG_RUN = [
     "--experiment=digits_cnn",
-    "--config.num_steps=400",
-    "--config.checkpoint_every=100",
-    "--config.eval_every=100",
+    "--config.num_steps=200",
+    "--config.checkpoint_every=50",
+    "--config.eval_every=50",
     "--config.log_every=10",
     "--config.keep_checkpoints=10",
 ]
@@ -60,25 +60,25 @@ def test_kill_and_sigterm_at_several_points_resume_to_the_same_state(tmp_path):
     follower.wait(timeout=180)
     assert follower.returncode == 0, (tmp_path / "follower.log").read_text()[-3000:]
     followed = [row["step"] for row in read_jsonl(reference / "eval" / "metrics.jsonl")]
-    assert followed == [100, 200, 300, 400]
+    assert followed == [50, 100, 150, 200]
 
     workdir = tmp_path / "faulty"
-    assert run_until(LONG_RUN, workdir, "step 150/400", signal.SIGKILL) == -signal.SIGKILL
-    assert checkpoint.manager(workdir, for_reading=True).all_steps() == [100]
+    assert run_until(LONG_RUN, workdir, "step 80/200", signal.SIGKILL) == -signal.SIGKILL
+    assert checkpoint.manager(workdir, for_reading=True).all_steps() == [50]
 
-    assert run_until(LONG_RUN, workdir, "step 250/400", signal.SIGTERM) == 0  # saved, clean exit
+    assert run_until(LONG_RUN, workdir, "step 130/200", signal.SIGTERM) == 0  # saved, clean exit
     steps = checkpoint.manager(workdir, for_reading=True).all_steps()
-    assert steps[:2] == [100, 200] and len(steps) == 3 and 250 <= steps[2] < 400
+    assert steps[:2] == [50, 100] and len(steps) == 3 and 130 <= steps[2] < 200
     np.testing.assert_array_equal(
-        checkpoint_vector(reference, 200), checkpoint_vector(workdir, 200)
+        checkpoint_vector(reference, 100), checkpoint_vector(workdir, 100)
     )
 
-    assert run_until(LONG_RUN, workdir, "step 330/400", signal.SIGKILL) == -signal.SIGKILL
+    assert run_until(LONG_RUN, workdir, "step 170/200", signal.SIGKILL) == -signal.SIGKILL
     resumed = run_binary("main", *LONG_RUN, f"--workdir={workdir}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "Resuming from the checkpoint at step 300" in resumed.stderr
+    assert "Resuming from the checkpoint at step 150" in resumed.stderr
     np.testing.assert_array_equal(
-        checkpoint_vector(reference, 400), checkpoint_vector(workdir, 400)
+        checkpoint_vector(reference, 200), checkpoint_vector(workdir, 200)
     )
 
     def final_eval(workdir):
@@ -93,8 +93,8 @@ def test_kill_and_sigterm_at_several_points_resume_to_the_same_state(tmp_path):
     # The lines the killed runs wrote past their last checkpoint were set aside, not repeated.
     assert train_steps(workdir / "metrics.jsonl") == train_steps(reference / "metrics.jsonl")
     aside = train_steps(workdir / "metrics.superseded.jsonl")
-    assert all(100 < step <= 200 or 300 < step < 400 for step in aside)
-    assert any(step <= 200 for step in aside) and any(step > 300 for step in aside)
+    assert all(50 < step <= 100 or 150 < step < 200 for step in aside)
+    assert any(step <= 100 for step in aside) and any(step > 150 for step in aside)
 
 
 def test_truncated_newest_checkpoint_is_skipped_and_kept_aside(trained_workdir, tmp_path):
