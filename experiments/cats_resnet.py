@@ -30,8 +30,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.batch_size = 256
+    # Derived from the batch size, so that they follow --config.batch_size (ml_collections
+    # references); each can still be set on its own.
+    batch_size = config.get_ref("batch_size")
     config.eval_batch_size = 256
-    config.num_steps = 40 * 18_610 // 256
+    config.num_steps = 40 * 18_610 // batch_size
     config.label_smoothing = 0.1
     config.eval_flip = True  # evaluate on each image and its mirror image, averaging the logits
     config.grad_accum_steps = 1
@@ -58,14 +61,14 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "sgd"
-    config.optimizer.lr = 0.1 * config.batch_size / 256
+    config.optimizer.lr = 0.1 * batch_size.to_float() / 256
     config.optimizer.momentum = 0.9
     config.optimizer.nesterov = True
     config.optimizer.weight_decay = 5e-5
 
     config.schedule = ml_collections.ConfigDict()
     config.schedule.name = "cosine"
-    config.schedule.warmup_steps = 2 * 18_610 // 256
+    config.schedule.warmup_steps = 2 * 18_610 // batch_size
 
     config.log_every = 50
     config.eval_every = 500
@@ -84,8 +87,9 @@ def apply_cpu_variant(config: ml_collections.ConfigDict) -> None:
     train_images = 2_000
     epochs = 85
     config.batch_size = 64
+    batch_size = config.get_ref("batch_size")
     config.eval_batch_size = 200
-    config.num_steps = epochs * train_images // config.batch_size
+    config.num_steps = epochs * train_images // batch_size
     config.ema_decay = 0.0
     config.data.train_pipeline = "inception_crop(96, area_min=0.25)|flip_lr"
     config.data.batch_pipeline = ""
@@ -96,7 +100,7 @@ def apply_cpu_variant(config: ml_collections.ConfigDict) -> None:
     config.model.dtype = "float32"  # bfloat16 is no faster on this CPU
     config.optimizer.lr = 0.1
     config.optimizer.weight_decay = 5e-4
-    config.schedule.warmup_steps = 2 * train_images // config.batch_size
+    config.schedule.warmup_steps = 2 * train_images // batch_size
     config.log_every = 20
-    config.eval_every = 5 * train_images // config.batch_size
-    config.checkpoint_every = config.eval_every
+    config.eval_every = 5 * train_images // batch_size
+    config.checkpoint_every = config.get_ref("eval_every")

@@ -26,7 +26,6 @@ paper's Torch SGD also decays biases and BatchNorm scales), bfloat16 compute.
 import ml_collections
 
 TRAIN_IMAGES = 50_000
-BATCH_SIZE = 128
 EPOCHS = 200
 
 
@@ -35,9 +34,12 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
         raise ValueError("cifar10_resnet has no variants")
     config = ml_collections.ConfigDict()
     config.seed = 0
-    config.batch_size = BATCH_SIZE
+    config.batch_size = 128
+    # Derived from the batch size, so that they follow --config.batch_size (ml_collections
+    # references); each can still be set on its own.
+    batch_size = config.get_ref("batch_size")
     config.eval_batch_size = 1000
-    config.num_steps = EPOCHS * TRAIN_IMAGES // BATCH_SIZE  # 78,125
+    config.num_steps = EPOCHS * TRAIN_IMAGES // batch_size  # 78,125 at 128
     config.label_smoothing = 0.0
     config.eval_flip = False
     config.grad_accum_steps = 1
@@ -75,8 +77,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.schedule.warmup_steps = 0
 
     config.log_every = 100
-    config.eval_every = 5 * TRAIN_IMAGES // BATCH_SIZE  # every 5 epochs
-    config.checkpoint_every = config.eval_every
+    config.eval_every = 5 * TRAIN_IMAGES // batch_size  # every 5 epochs
+    config.checkpoint_every = config.get_ref("eval_every")
     config.keep_checkpoints = 3
     config.best_metric = "accuracy"
     return config

@@ -31,8 +31,6 @@ crop); eval covers all 50,000 validation images (the example: 48 whole batches, 
 import ml_collections
 
 TRAIN_IMAGES = 1_281_167
-BATCH_SIZE = 1024
-STEPS_PER_EPOCH = TRAIN_IMAGES // BATCH_SIZE  # 1,251, as the example counts whole batches
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
@@ -40,9 +38,13 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
         raise ValueError("imagenet_resnet has no variants")
     config = ml_collections.ConfigDict()
     config.seed = 0
-    config.batch_size = BATCH_SIZE
+    config.batch_size = 1024
+    # Derived from the batch size, so that they follow --config.batch_size (ml_collections
+    # references); each can still be set on its own.
+    batch_size = config.get_ref("batch_size")
+    steps_per_epoch = TRAIN_IMAGES // batch_size  # 1,251 at 1024, as the example counts
     config.eval_batch_size = 1024
-    config.num_steps = 100 * STEPS_PER_EPOCH
+    config.num_steps = 100 * steps_per_epoch
     config.label_smoothing = 0.0
     config.eval_flip = False
     config.grad_accum_steps = 1
@@ -70,18 +72,18 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "sgd"
-    config.optimizer.lr = 0.1 * BATCH_SIZE / 256
+    config.optimizer.lr = 0.1 * batch_size.to_float() / 256
     config.optimizer.momentum = 0.9
     config.optimizer.nesterov = True
     config.optimizer.weight_decay = 1e-4
 
     config.schedule = ml_collections.ConfigDict()
     config.schedule.name = "cosine"
-    config.schedule.warmup_steps = 5 * STEPS_PER_EPOCH
+    config.schedule.warmup_steps = 5 * steps_per_epoch
 
     config.log_every = 100
-    config.eval_every = STEPS_PER_EPOCH
-    config.checkpoint_every = STEPS_PER_EPOCH
+    config.eval_every = steps_per_epoch
+    config.checkpoint_every = steps_per_epoch
     config.keep_checkpoints = 3
     config.best_metric = "accuracy"
     return config

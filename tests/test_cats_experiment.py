@@ -16,6 +16,27 @@ def test_both_variants_load():
     assert cpu.data.dir == "/photos" and cpu.model.width == 32
 
 
+def test_derived_values_follow_the_batch_size_they_derive_from():
+    default = experiments.load("cats_resnet")
+    halved = experiments.load("cats_resnet", ["batch_size=128"])
+    assert halved.optimizer.lr == default.optimizer.lr / 2  # the linear scaling rule
+    assert halved.num_steps == 40 * 18_610 // 128  # still 40 epochs
+    assert halved.schedule.warmup_steps == 2 * 18_610 // 128  # still 2 epochs
+    cpu = experiments.load("cats_resnet:cpu", ["batch_size=32"])
+    assert cpu.num_steps == 85 * 2_000 // 32 and cpu.eval_every == 5 * 2_000 // 32
+    assert cpu.checkpoint_every == cpu.eval_every
+    # A value set on its own wins, whichever order the overrides come in.
+    for overrides in (
+        ["optimizer.lr=0.3", "batch_size=128"],
+        ["batch_size=128", "optimizer.lr=0.3"],
+    ):
+        config = experiments.load("cats_resnet", overrides)
+        assert config.optimizer.lr == 0.3 and config.num_steps == halved.num_steps
+    assert experiments.load("cats_resnet:cpu", ["eval_every=7"]).checkpoint_every == 7
+    saved = json.loads(experiments.to_json(halved))
+    assert saved["optimizer"]["lr"] == halved.optimizer.lr and saved["num_steps"] == 5815
+
+
 def write_photos(folder, per_class=12):
     """Cats are reddish, dogs bluish: learnable in a few steps; sizes vary like real photos."""
     rng = np.random.default_rng(0)

@@ -58,7 +58,8 @@ def test_imagenet_resnet_is_the_flax_example_recipe(tmp_path):
     dataset, logged = train_on_mocked_data(small, tmp_path, ["train", "validation"])
     assert len(dataset["class_names"]) == 1000 and dataset["class_names"][0] == "n01440764"
     assert dataset["image_shape"] == [None, None, 3]
-    assert logged[-1]["train/learning_rate"] == pytest.approx(0.4)  # warmed up to 0.1 x 1024 / 256
+    # Warmed up to the recipe's 0.1 x batch / 256, which follows the overridden batch of 8.
+    assert logged[-1]["train/learning_rate"] == pytest.approx(0.1 * 8 / 256)
 
 
 def test_cifar10_resnet_is_the_wide_resnet_recipe(tmp_path):
