@@ -1,5 +1,6 @@
-"""The PyTorch reference for train_step.py: torchvision's ResNet v1.5, written out so that the
-benchmark needs only `torch` (PyPI's torchvision does not import beside the CPU build of torch).
+"""The PyTorch reference for train_step.py: torchvision's ResNet v1.5 with torchvision's module
+names, written out so that the benchmark needs only `torch` (PyPI's torchvision does not import
+beside the CPU build of torch).
 
     pip install torch==2.13.0   # the CPU build; benchmark-only, recog does not need it
     python benchmarks/torch_resnet.py --model=resnet18 --image_size=128 --batch_size=64
@@ -22,17 +23,14 @@ import torch
 from torch import nn
 
 
-def conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1):
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False),
-        nn.BatchNorm2d(out_channels),
-    )
+def conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False)
 
 
-def shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Module:
+def downsample(in_channels: int, out_channels: int, stride: int) -> nn.Sequential | None:
     if stride == 1 and in_channels == out_channels:
-        return nn.Identity()
-    return conv_bn(in_channels, out_channels, 1, stride)
+        return None
+    return nn.Sequential(conv(in_channels, out_channels, 1, stride), nn.BatchNorm2d(out_channels))
 
 
 class BasicBlock(nn.Module):
@@ -40,13 +38,16 @@ class BasicBlock(nn.Module):
 
     def __init__(self, in_channels: int, width: int, stride: int):
         super().__init__()
-        self.body = nn.Sequential(
-            conv_bn(in_channels, width, 3, stride), nn.ReLU(inplace=True), conv_bn(width, width, 3)
-        )
-        self.projection = shortcut(in_channels, width, stride)
+        self.conv1 = conv(in_channels, width, 3, stride)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = conv(width, width, 3)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.downsample = downsample(in_channels, width, stride)
 
     def forward(self, x):
-        return torch.relu(self.body(x) + self.projection(x))
+        y = self.bn1(self.conv1(x)).relu_()  # in place, as torchvision's nn.ReLU(inplace=True)
+        y = self.bn2(self.conv2(y))
+        return (y + (x if self.downsample is None else self.downsample(x))).relu_()
 
 
 class Bottleneck(nn.Module):
@@ -55,38 +56,44 @@ class Bottleneck(nn.Module):
     def __init__(self, in_channels: int, width: int, stride: int):
         super().__init__()
         out_channels = width * self.expansion
-        self.body = nn.Sequential(
-            conv_bn(in_channels, width, 1),
-            nn.ReLU(inplace=True),
-            conv_bn(width, width, 3, stride),
-            nn.ReLU(inplace=True),
-            conv_bn(width, out_channels, 1),
-        )
-        self.projection = shortcut(in_channels, out_channels, stride)
+        self.conv1 = conv(in_channels, width, 1)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = conv(width, width, 3, stride)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = conv(width, out_channels, 1)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.downsample = downsample(in_channels, out_channels, stride)
 
     def forward(self, x):
-        return torch.relu(self.body(x) + self.projection(x))
+        y = self.bn1(self.conv1(x)).relu_()
+        y = self.bn2(self.conv2(y)).relu_()
+        y = self.bn3(self.conv3(y))
+        return (y + (x if self.downsample is None else self.downsample(x))).relu_()
 
 
 class ResNet(nn.Module):
+    """torchvision's module names (conv1, bn1, layer1-4, downsample.0/1, fc), so that its
+    state dict has torchvision's keys (tests/test_finetune.py loads it into recog)."""
+
     def __init__(self, block, blocks_per_stage, num_classes: int, in_channels: int = 3):
         super().__init__()
-        self.stem = nn.Sequential(
-            conv_bn(in_channels, 64, 7, 2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
-        )
-        layers, channels = [], 64
+        self.conv1 = conv(in_channels, 64, 7, 2)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        channels = 64
         for stage, num_blocks in enumerate(blocks_per_stage):
             width = 64 * 2**stage
+            blocks = []
             for index in range(num_blocks):
-                stride = 2 if stage > 0 and index == 0 else 1
-                layers.append(block(channels, width, stride))
+                blocks.append(block(channels, width, 2 if stage > 0 and index == 0 else 1))
                 channels = width * block.expansion
-        self.stages = nn.Sequential(*layers)
-        self.head = nn.Linear(channels, num_classes)
+            setattr(self, f"layer{stage + 1}", nn.Sequential(*blocks))
+        self.fc = nn.Linear(channels, num_classes)
 
     def forward(self, x):
-        x = self.stages(self.stem(x))
-        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+        x = self.maxpool(self.bn1(self.conv1(x)).relu_())
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
 ARCHITECTURES = {
