@@ -25,7 +25,7 @@ from recog.augment.batch import parse_batch
 from recog.errors import UserError
 from recog.registry import MODELS
 from recog.train import evaluation
-from recog.train.optim import make_optimizer
+from recog.train.optim import frozen_paths, make_optimizer, path_name
 
 State = dict[str, Any]
 Batch = dict[str, jax.Array]
@@ -59,6 +59,20 @@ def full_float32_precision(model: nnx.Module) -> None:
             node.precision = jax.lax.Precision.HIGHEST
 
 
+def keep_batch_norm_statistics(model: nnx.Module, frozen: set[str]) -> None:
+    """BatchNorm layers whose parameters are all in `frozen` normalise with their running
+    statistics in training too, and so leave them as they are: what freezing a layer means."""
+    for path, node in nnx.iter_graph(model):
+        if isinstance(node, nnx.BatchNorm):
+            params = [
+                "/".join(map(str, (*path, name)))
+                for name in ("scale", "bias")
+                if getattr(node, name) is not None
+            ]
+            if params and all(p in frozen for p in params):
+                node.use_running_average = True
+
+
 def normalize(images: jax.Array, mean, std) -> jax.Array:
     """Images 0..255 (uint8, or float32 from on-device augmentation) -> float32, scaled to
     [0, 1], then standardised per channel."""
@@ -71,6 +85,7 @@ class Steps:
     """What the loop and the eval binary call; all compiled for one mesh."""
 
     init: Callable[[], State]
+    start: Callable[[nnx.State, nnx.State], State]  # step 0 from given weights, fresh optimizer
     train: Callable[[State, Batch], tuple[State, dict[str, jax.Array]]]
     eval: Callable[[State, Batch], dict[str, jax.Array]]  # with the raw weights
     eval_ema: Callable[[State, Batch], dict[str, jax.Array]] | None  # with their moving average
@@ -119,7 +134,10 @@ def build_steps(
     abstract_model = nnx.eval_shape(
         lambda: create_model(config, num_classes, in_channels, config.seed)
     )
+    _, abstract_params, _ = nnx.split(abstract_model, nnx.Param, ...)
+    frozen = frozen_paths(config, abstract_params)
     abstract_model.train()
+    keep_batch_norm_statistics(abstract_model, frozen)
     train_graph, _, _ = nnx.split(abstract_model, nnx.Param, ...)
     abstract_model.eval()
     eval_graph, _, _ = nnx.split(abstract_model, nnx.Param, ...)
@@ -132,9 +150,7 @@ def build_steps(
     batch_pipeline = parse_batch(config.data.batch_pipeline)
     replicated = parallel.replicated(mesh)
 
-    def init() -> State:
-        model = create_model(config, num_classes, in_channels, config.seed)
-        _, params, model_state = nnx.split(model, nnx.Param, ...)
+    def start(params, model_state) -> State:
         state = {
             "step": jnp.zeros((), jnp.int32),
             "params": params,
@@ -145,7 +161,16 @@ def build_steps(
             state["ema_params"] = jax.tree.map(jnp.copy, params)
         return state
 
+    def init() -> State:
+        model = create_model(config, num_classes, in_channels, config.seed)
+        _, params, model_state = nnx.split(model, nnx.Param, ...)
+        return start(params, model_state)
+
     def loss_fn(params, model_state, images, targets):
+        if frozen:  # no gradient at all, so XLA drops the backward pass that only they need
+            params = jax.tree_util.tree_map_with_path(
+                lambda kp, p: jax.lax.stop_gradient(p) if path_name(kp) in frozen else p, params
+            )
         model = nnx.merge(train_graph, params, model_state, copy=True)
         logits = model(images)
         loss = optax.softmax_cross_entropy(logits, targets).mean()
@@ -221,6 +246,7 @@ def build_steps(
     jit_init = jax.jit(init, out_shardings=shardings)
     return Steps(
         init=jit_init,
+        start=jax.jit(start, out_shardings=shardings),
         train=jax.jit(train_step, out_shardings=(shardings, replicated), donate_argnums=0),
         eval=make_eval_step("params"),
         eval_ema=make_eval_step("ema_params") if ema_decay else None,
