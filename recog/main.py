@@ -59,7 +59,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     check_accumulation(config, mesh)
     source = data.make_source(config.data)
     steps = build_steps(config, source.num_classes, data.image_channels(source), mesh)
-    checkpoint.claim_workdir(workdir, config, data.describe(source))
+    checkpoint.check_workdir(workdir, config)
 
     checkpoints = checkpoint.manager(workdir, config.keep_checkpoints, config.best_metric)
     state = checkpoint.restore_latest(checkpoints, steps.abstract_state, workdir)
@@ -67,6 +67,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state = steps.init()
     else:
         logging.info("Resuming from the checkpoint at step %d in %s", state["step"], workdir)
+    checkpoint.record_run(workdir, config, data.describe(source))
     first_step = int(state["step"])
 
     batch_sharding = parallel.batch_sharding(mesh)

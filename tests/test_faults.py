@@ -242,3 +242,19 @@ def test_moving_average_weights_restore_without_optimizer_state(tmp_path):
     )
     jax.tree.map(np.testing.assert_array_equal, ema.params, full["ema_params"])
     jax.tree.map(np.testing.assert_array_equal, raw.params, full["params"])
+
+
+def test_a_run_the_checkpoints_refuse_leaves_the_workdir_as_it_was(trained_workdir, tmp_path):
+    original, _ = trained_workdir
+    workdir = tmp_path / "run"
+    shutil.copytree(original, workdir)
+    before = snapshot(workdir)
+    result = run_binary(
+        "main",
+        "--experiment=digits_cnn:quick",
+        "--config.model.widths=(16, 32)",
+        f"--workdir={workdir}",
+    )
+    assert result.returncode == 2
+    assert f"the checkpoint at step 60 in {workdir} cannot be restored" in result.stderr
+    assert snapshot(workdir) == before  # config.json and dataset.json too: bytes and mtimes

@@ -186,16 +186,12 @@ def _identity(config: ml_collections.ConfigDict) -> dict[str, str]:
     }
 
 
-def claim_workdir(
-    workdir: str | os.PathLike, config: ml_collections.ConfigDict, dataset: dict
-) -> None:
-    """Refuses a work directory whose checkpoints belong to another experiment, model or dataset;
-    otherwise writes the resolved config and `dataset` (class names, image shape) there,
-    atomically, on process 0."""
+def check_workdir(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> None:
+    """Refuses a work directory whose checkpoints belong to another experiment, model or dataset,
+    before anything is written there."""
     workdir = workdir_path(workdir)
     has_checkpoints = checkpoint_dir(workdir).is_dir() and any(checkpoint_dir(workdir).iterdir())
-    config_path = workdir / CONFIG_FILE
-    if has_checkpoints and config_path.is_file():
+    if has_checkpoints and (workdir / CONFIG_FILE).is_file():
         previous = _identity(read_config(workdir))
         current = _identity(config)
         if previous != current:
@@ -205,9 +201,18 @@ def claim_workdir(
                 f"work directory {workdir} holds checkpoints of {was}, but this run is {now}; "
                 "choose another --workdir (nothing in it was changed)."
             )
+
+
+def record_run(
+    workdir: str | os.PathLike, config: ml_collections.ConfigDict, dataset: dict
+) -> None:
+    """Writes the resolved config and `dataset` (class names, image shape) into the work
+    directory, atomically, on process 0: once the run's state is restored or initialised, so that
+    a run the checkpoints there refuse leaves them as they were."""
+    workdir = workdir_path(workdir)
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
-        write_atomically(config_path, experiments.to_json(config))
+        write_atomically(workdir / CONFIG_FILE, experiments.to_json(config))
         write_atomically(workdir / DATASET_FILE, json.dumps(dataset, indent=2))
 
 
