@@ -1,4 +1,4 @@
-"""A small CNN on the embedded handwritten digits; needs no network, about a minute on 2 CPU cores.
+"""A small CNN on the embedded handwritten digits; needs no network, under a minute on a CPU.
 
     python -m recog.main --experiment=digits_cnn --workdir=workdirs/digits_cnn
     python -m recog.eval --workdir=workdirs/digits_cnn --once
@@ -7,8 +7,10 @@ Data: scikit-learn's 1,797 real 8x8 scans (the `digits` dataset; train 1,437, te
 by index). Model: `small_cnn` with widths (32, 64), 0.07M parameters. 600 steps of batch 128
 (about 53 epochs), SGD with Nesterov momentum, cosine schedule, random 1-pixel shifts.
 
-Expect about 99% test accuracy (at least 98%) in well under 2 minutes on a 2-core CPU, compile
-included. Variant `quick` trains 60 steps for smoke tests (about 90%).
+Expect about 99% test accuracy (at least 98%, which tests/test_main_job.py asserts) in under a
+minute: 99.17% in 53 s wall, imports and compile included, on one core of the 2-core development
+machine (`time taskset -c 0 python -m recog.main --experiment=digits_cnn --workdir=DIR`,
+2026-12-01). Variant `quick` trains 60 steps for smoke tests (96.4% with the same command).
 """
 
 import ml_collections
