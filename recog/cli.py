@@ -1,5 +1,6 @@
-"""What the binaries share: absl flag parsing that sets aside `--config.*` overrides, and turning
-a UserError into one line on stderr (exit status 2) instead of a traceback."""
+"""What the binaries share: absl flag parsing that sets aside `--config.*` overrides and makes
+`--plugins` paths absolute, and turning a UserError into one line on stderr (exit status 2)
+instead of a traceback."""
 
 import logging
 import sys
@@ -9,7 +10,7 @@ import jax
 from absl import app, flags
 from absl import logging as absl_logging
 
-from recog import parallel
+from recog import parallel, plugins
 from recog.errors import UserError
 
 _COORDINATOR = flags.DEFINE_string(
@@ -29,10 +30,13 @@ def _parse_flags(argv: list[str]) -> list[str]:
     rest = [arg for arg in argv if not arg.startswith(CONFIG_PREFIX)]
     config_overrides[:] = [arg[len(CONFIG_PREFIX) :] for arg in argv if arg not in rest]
     try:
-        return flags.FLAGS(rest)
+        remaining = flags.FLAGS(rest)
     except flags.Error as e:
         sys.stderr.write(f"error: {e}\nRun with --helpfull for the flags.\n")
         sys.exit(2)
+    if "plugins" in flags.FLAGS:  # a run records them in config.json, for eval from anywhere
+        flags.FLAGS.plugins = plugins.absolute_paths(flags.FLAGS.plugins)
+    return remaining
 
 
 class _QuietLibraries(logging.Filter):

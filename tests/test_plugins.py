@@ -111,6 +111,40 @@ def test_entry_point_naming_a_callable_is_called(tmp_path, monkeypatch):
     assert "called_model" in MODELS
 
 
+def test_plugin_paths_are_made_absolute_and_modules_kept(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    absolute = plugins.absolute_paths(["mine.py", "sub/mine.py", "some.module"])
+    assert absolute == [str(tmp_path.resolve() / p) for p in ("mine.py", "sub/mine.py")] + [
+        "some.module"
+    ]
+
+
+def test_a_module_both_installed_and_named_by_path_loads_once(tmp_path, monkeypatch):
+    """As step 3's run of the README's walkthrough evaluates once the module is installed too."""
+    body = MODEL_PLUGIN.format(name="twin_model")
+    path = write(tmp_path / "twin_model.py", body)
+    make_distribution(tmp_path / "site", "twin_pkg", "twin_pkg.twin_model", "")
+    write(tmp_path / "site" / "twin_pkg" / "twin_model.py", body)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    plugins.load_all([str(path)])
+    assert "twin_model" in MODELS
+    source = plugins.loaded()["entry-point:twin_pkg.twin_model"]
+    assert source.endswith(f"the same file as {path.resolve()}, loaded once")
+
+
+def test_two_different_modules_registering_one_name_point_at_the_second(tmp_path, monkeypatch):
+    path = write(tmp_path / "rival.py", MODEL_PLUGIN.format(name="rival_model"))
+    make_distribution(tmp_path / "site", "rival_pkg", "rival_pkg.rival", "")
+    edited = MODEL_PLUGIN.format(name="rival_model").replace("linear", "plain linear")
+    rival = write(tmp_path / "site" / "rival_pkg" / "rival.py", edited)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    with pytest.raises(plugins.PluginError) as error:
+        plugins.load_all([str(path)])
+    message = str(error.value)
+    assert "UserError: model 'rival_model' is already registered by" in message
+    assert f"(at {rival}:" in message
+
+
 def test_failing_plugin_names_itself_and_the_error(tmp_path):
     path = write(tmp_path / "broken.py", "import numpy\nimport not_a_real_module_xyz\n")
     with pytest.raises(plugins.PluginError) as error:
