@@ -28,8 +28,10 @@ Load and run it anywhere with a compatible JAX (CPU by default; --platforms adds
     probabilities = np.asarray(exported.call(images))  # (4, len(info["class_names"]))
     print(info["class_names"][int(probabilities[0].argmax())])
 
-The checkpoint is the best by config.best_metric unless --step names another; --weights=ema
-exports the moving average of the weights when the run kept one.
+The checkpoint is the best by config.best_metric (the latest where no checkpoint was saved with
+eval metrics) unless --step names another; the log says which it took, best or latest, and the
+.json records its "step" and why ("checkpoint"). --weights=ema exports the moving average of the
+weights when the run kept one.
 """
 
 import json
@@ -120,6 +122,7 @@ def describe(trained: inference.Trained, exported: jax.export.Exported) -> dict:
         "model": trained.config.model.name,
         "workdir": trained.workdir,
         "step": trained.step,
+        "checkpoint": trained.chosen_because,
         "weights": trained.weights,
     }
 
@@ -140,10 +143,11 @@ def main(argv: list[str]) -> None:
     out.write_bytes(bytes(exported.serialize()))
     info_path.write_text(json.dumps(describe(trained, exported), indent=2))
     logging.info(
-        "Exported step %d (%s weights) of %s to %s (%s) for %s",
+        "Exported step %d of %s: %s (--step=N for another); %s weights; to %s (%s) for %s",
         trained.step,
-        trained.weights,
         trained.workdir,
+        trained.chosen_because,
+        trained.weights,
         out,
         info_path.name,
         ", ".join(exported.platforms),

@@ -17,11 +17,11 @@ import numpy as np
 import tensorflow as tf
 from flax import nnx
 
-from recog import augment, parallel, plugins
+from recog import augment, plugins
 from recog.data import decode
 from recog.errors import UserError
 from recog.train import checkpoint
-from recog.train.step import build_steps, create_model, normalize
+from recog.train.step import create_model, normalize
 
 WEIGHTS = ("raw", "ema")
 EVAL_SEED = (0, 0)  # the seed every example gets in data.eval_batches
@@ -111,6 +111,7 @@ class Trained:
     config: ml_collections.ConfigDict
     class_names: list[str]
     step: int
+    chosen_because: str  # why this checkpoint: "the best by accuracy (0.9639), also the latest"
     weights: str  # "raw" or "ema"
     graphdef: nnx.GraphDef
     params: nnx.State
@@ -168,6 +169,18 @@ def choose_step(mngr, config: ml_collections.ConfigDict, workdir, step: int | No
     return max(available) if best is None else best
 
 
+def why_chosen(mngr, config: ml_collections.ConfigDict, chosen: int, asked: int | None) -> str:
+    """What choose_step's choice is, for the logs: the best or the latest, or the one asked for."""
+    if asked is not None:
+        return "as asked"
+    latest = max(mngr.all_steps())
+    value = (mngr.metrics(chosen) or {}).get(config.best_metric)
+    if value is None:
+        return "the latest; no checkpoint was saved with eval metrics"
+    best = f"the best by {config.best_metric} ({value:.4g})"
+    return f"{best}, also the latest" if chosen == latest else f"{best}; the latest is {latest}"
+
+
 def load(
     workdir: str | os.PathLike,
     *,
@@ -195,25 +208,29 @@ def load(
             "0); use --weights=raw."
         )
 
-    mesh = parallel.make_mesh(jax.devices()[:1])
-    steps = build_steps(config, len(class_names), channels, mesh)
-    mngr = checkpoint.manager(workdir, for_reading=True)
-    chosen = choose_step(mngr, config, workdir, step)
-    state = checkpoint.restore(mngr, chosen, steps.abstract_state, workdir, weights_only=True)
-
     abstract_model = nnx.eval_shape(
         lambda: create_model(config, len(class_names), channels, config.seed)
     )
     abstract_model.eval()
-    graphdef, _, _ = nnx.split(abstract_model, nnx.Param, ...)
+    graphdef, params, model_state = nnx.split(abstract_model, nnx.Param, ...)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    weights_key = "ema_params" if weights == "ema" else "params"
+    wanted = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+        {weights_key: params, "model_state": model_state},
+    )
+    mngr = checkpoint.manager(workdir, for_reading=True)
+    chosen = choose_step(mngr, config, workdir, step)
+    state = checkpoint.restore(mngr, chosen, wanted, workdir, weights_only=True)
     return Trained(
         workdir=str(workdir),
         config=config,
         class_names=class_names,
         step=chosen,
+        chosen_because=why_chosen(mngr, config, chosen, step),
         weights=weights,
         graphdef=graphdef,
-        params=state["ema_params" if weights == "ema" else "params"],
+        params=state[weights_key],
         model_state=state["model_state"],
         preprocessing=Preprocessing(
             pipeline=config.data.eval_pipeline,

@@ -11,7 +11,8 @@ config.data.eval_pipeline, and resized to the training images' size when they al
 that evaluates with mirror images (config.eval_flip) has its logits averaged with the mirror
 image's here too, so that predictions agree with recog.eval.
 
-The checkpoint is the best by config.best_metric (--step=N for another), with its raw weights
+The checkpoint is the best by config.best_metric (the latest where no checkpoint was saved with
+eval metrics; --step=N for another), and the log says which it took, with its raw weights
 (--weights=ema for their moving average, when the run kept one). Output, one record per image:
 
     --format=text  seven.png: 7 (97.1%), 9 (1.4%), 3 (0.6%)
@@ -134,7 +135,9 @@ def recognise(
         for index, (_, network_input) in loaded.items():
             by_shape.setdefault(network_input.shape, []).append(index)
         for shape, indices in by_shape.items():
-            batch = np.zeros((batch_size, *shape), np.uint8)  # padded: one compile per shape
+            # Padded to a power of two: few compiles, and a lone image is not run 32 times over.
+            padded = min(batch_size, 1 << (len(indices) - 1).bit_length())
+            batch = np.zeros((padded, *shape), np.uint8)
             batch[: len(indices)] = [loaded[i][1] for i in indices]
             if explain_batch is None:
                 probabilities, cams = trained.probabilities(batch), None
@@ -188,10 +191,11 @@ def main(argv: list[str]) -> None:
         _WORKDIR.value, step=_STEP.value, weights=_WEIGHTS.value, extra_plugins=_PLUGINS.value
     )
     logging.info(
-        "Recognising with step %d (%s weights) of %s",
+        "Recognising with step %d of %s: %s (--step=N for another); %s weights",
         trained.step,
-        trained.weights,
         trained.workdir,
+        trained.chosen_because,
+        trained.weights,
     )
     records = recognise(
         trained,

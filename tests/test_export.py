@@ -1,14 +1,17 @@
 """recog.export on the short digits run: the serialised artifact, loaded with nothing but
-jax.export and the description beside it, gives the probabilities recog.predict gives."""
+jax.export and the description beside it, gives the probabilities recog.predict gives; the log and
+the description say which checkpoint it took."""
 
 import json
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from conftest import run_binary
 from PIL import Image
 
+from recog import inference
 from recog.inference import Preprocessing
 
 
@@ -29,6 +32,9 @@ def test_exported_model_gives_predicts_probabilities(trained_workdir, tmp_path):
     assert info["input_shape"] == ["batch", 8, 8, 1] and info["input_dtype"] == "uint8"
     assert info["preprocessing"] == {**info["preprocessing"], "pipeline": "", "channels": 1}
     assert info["preprocessing"]["resize_to"] == [8, 8] and info["step"] == 60
+    assert info["checkpoint"].startswith("the best by accuracy (0.")
+    assert info["checkpoint"].endswith("), also the latest")
+    assert f"Exported step 60 of {workdir}: {info['checkpoint']} (--step=N" in result.stderr
 
     predicted = run_binary("predict", f"--workdir={workdir}", "--format=json", "--top_k=10", *paths)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
@@ -52,3 +58,32 @@ def test_exported_model_gives_predicts_probabilities(trained_workdir, tmp_path):
     single = np.asarray(exported.call(images[1:2]))  # ... or of 1: the batch is symbolic
     np.testing.assert_allclose(single[0], probabilities[1], atol=1e-6)
     assert probabilities.sum(axis=1) == pytest.approx(np.ones(3), abs=1e-5)
+
+
+class Checkpoints:
+    """What inference.why_chosen asks of a checkpoint manager: its steps and their metrics."""
+
+    def __init__(self, metrics: dict[int, dict]):
+        self._metrics = metrics
+
+    def all_steps(self):
+        return sorted(self._metrics)
+
+    def metrics(self, step):
+        return self._metrics[step]
+
+
+def test_the_checkpoint_taken_is_named_best_or_latest():
+    config = ml_collections.ConfigDict({"best_metric": "loss"})
+    scored = Checkpoints({10: {"loss": 0.5}, 20: {"loss": 0.25}, 30: {"loss": 0.375}})
+    assert inference.choose_step(scored, config, "DIR", None) == 20
+    assert (
+        inference.why_chosen(scored, config, 20, None)
+        == "the best by loss (0.25); the latest is 30"
+    )
+    assert inference.why_chosen(scored, config, 10, 10) == "as asked"
+    unscored = Checkpoints({10: None, 20: None})
+    assert inference.choose_step(unscored, config, "DIR", None) == 20
+    assert inference.why_chosen(unscored, config, 20, None) == (
+        "the latest; no checkpoint was saved with eval metrics"
+    )
