@@ -1,10 +1,38 @@
-"""recog's XLA flags for CPU runs, put into XLA_FLAGS when recog is imported (before JAX starts
-its CPU backend)."""
+"""What recog sets up when it is imported, before the libraries it drives start: a one-line
+answer where they are not installed, recog's XLA flags for CPU runs (into XLA_FLAGS, before JAX
+starts its CPU backend), and TensorFlow imported without Keras."""
 
 import importlib.metadata
 import os
+import sys
+from pathlib import Path
 
 YNN_FUSIONS = ("LIBRARY_FUSION_TYPE_REDUCE", "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT")
+
+
+def not_installed_message() -> str:
+    """What to do when this Python lacks recog's dependencies: use the checkout's environment
+    if it has one, else install recog into one."""
+    venv = Path(__file__).resolve().parent.parent / ".venv"
+    if (venv / "bin" / "python").exists():
+        shown = os.path.relpath(venv)
+        shown = str(venv) if shown.startswith("..") else shown
+        fix = f"activate its environment (`source {shown}/bin/activate`) or use {shown}/bin/python"
+    else:
+        fix = "install it first (`pip install -e .` in the repository; see README.md)"
+    return f"recog is not installed for {sys.executable} (no JAX found): {fix}."
+
+
+def require_installed() -> None:
+    """`python -m recog...` under a Python without recog's dependencies exits with one line
+    instead of a traceback; `import recog` raises ModuleNotFoundError with the same advice."""
+    try:
+        importlib.metadata.version("jaxlib")
+    except importlib.metadata.PackageNotFoundError:
+        message = not_installed_message()
+        if sys.argv[:1] == ["-m"]:  # Python sets this while `-m` imports the module's packages
+            sys.exit(f"error: {message}")
+        raise ModuleNotFoundError(message, name="jaxlib") from None
 
 
 def set_cpu_xla_defaults() -> None:
@@ -26,4 +54,21 @@ def set_cpu_xla_defaults() -> None:
         os.environ["XLA_FLAGS"] = f"{flags} {ynn}".strip()
 
 
+def import_tensorflow_without_keras() -> None:
+    """Imports TensorFlow, recog's tf.data engine, without the Keras that its `__init__` imports
+    eagerly when installed (and with Keras, scikit-learn): about a third of the import time that
+    every command pays (benchmarks/README.md, "Command latency"). TensorFlow skips that import
+    where Keras is missing; Keras stays importable afterwards, and `tf.keras` loads it on first
+    use."""
+    if "tensorflow" in sys.modules or "keras" in sys.modules:
+        return
+    sys.modules["keras"] = None  # makes `import keras` fail at once
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        del sys.modules["keras"]
+
+
+require_installed()
 set_cpu_xla_defaults()
+import_tensorflow_without_keras()
