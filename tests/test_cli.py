@@ -1,10 +1,17 @@
-"""The commands a newcomer types: a Python without recog's packages answered in one line."""
+"""The commands a newcomer types: a Python without recog's packages answered in one line, and
+`--list`'s model figures, measured once for the models that ship with recog and afresh for
+other plugins' models."""
 
+import json
 import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
+
+from recog import MODELS
+from recog.models import info
 
 
 def without_site_packages(*args: str) -> subprocess.CompletedProcess:
@@ -28,3 +35,47 @@ def test_importing_recog_without_its_packages_raises_with_the_same_advice():
     result = without_site_packages("-c", "import recog")
     assert result.returncode == 1
     assert "ModuleNotFoundError: recog is not installed for" in result.stderr
+
+
+@MODELS.register("figures_test_model")
+def figures_test_model(num_classes, *, in_channels, rngs):
+    """A plugin's model: defined outside recog/models and the plugins folder."""
+    from flax import nnx
+
+    return nnx.Sequential(
+        lambda x: x.mean(axis=(1, 2)), nnx.Linear(in_channels, num_classes, rngs=rngs)
+    )
+
+
+@pytest.fixture
+def cache_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    info.cached_figures.cache_clear()
+    yield tmp_path / "recog" / "model_figures.json"
+    info.cached_figures.cache_clear()
+
+
+def test_shipped_models_figures_are_measured_once_and_kept(cache_file):
+    assert info.listing_figures("small_cnn") == ("0.42M", "3.76")  # README's Models table
+    kept = json.loads(cache_file.read_text())
+    assert kept == {"source": info.shipped_source_key(), "figures": kept["figures"]}
+    assert kept["figures"] == {
+        "small_cnn": [info.param_count("small_cnn"), pytest.approx(3.76, abs=0.005)]
+    }
+
+    kept["figures"]["small_cnn"] = [1, 2.0]  # as read back by a later listing
+    cache_file.write_text(json.dumps(kept))
+    info.cached_figures.cache_clear()
+    assert info.listing_figures("small_cnn") == ("0.00M", "2.00")
+
+
+def test_figures_measured_on_other_source_are_measured_again(cache_file):
+    cache_file.parent.mkdir(parents=True)
+    cache_file.write_text(json.dumps({"source": "older", "figures": {"small_cnn": [1, 2.0]}}))
+    assert info.listing_figures("small_cnn") == ("0.42M", "3.76")
+
+
+def test_a_plugins_model_is_measured_on_every_listing(cache_file):
+    assert not info.is_shipped("figures_test_model") and info.is_shipped("small_cnn")
+    assert info.listing_figures("figures_test_model") == ("0.00M", "0.00")
+    assert not cache_file.exists()

@@ -5,15 +5,32 @@ Both work on an abstract model (`nnx.eval_shape`: shapes and dtypes, no arrays).
 XLA's cost analysis of the lowered (not compiled) inference forward pass of one image, in which a
 multiply-add counts as 2 flops; taps that fall on zero padding are not counted, so ResNet-50's
 published 4.1 GMACs show as 7.95 GFLOPs rather than 8.2.
+
+`--list` shows them for every model (listing_figures), and measuring them all takes about 20 s on
+2 cores. The figures of the models that ship with recog (recog/models/ and the repository's
+plugins/ folder) are measured once for each version of those folders' source and of JAX and Flax,
+and kept in a cache file (cache_path); any other plugin's models are measured afresh on every
+listing, so that their figures never go stale.
 """
 
 import functools
+import hashlib
+import importlib.metadata
+import inspect
+import json
+import os
+import tempfile
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+from absl import logging
 from flax import nnx
 
+from recog import plugins
 from recog.registry import MODELS
+
+MEASURED_WITH = ("jax", "jaxlib", "flax")  # their versions are part of the cache key
 
 
 def abstract_model(
@@ -61,14 +78,95 @@ def gflops(
     return jax.jit(forward).lower(state, image).cost_analysis()["flops"] / 1e9
 
 
+def measure(name: str) -> tuple[int | None, float | None]:
+    """(parameters, GFLOPs at 224 px); None where the model cannot be measured so."""
+    try:
+        params = param_count(name)
+    except Exception:  # a plugin's model may need config keys its factory has no default for
+        return None, None
+    try:
+        return params, gflops(name)
+    except Exception:  # or may not take 224x224x3 images (a model for 8x8 digits, say)
+        return params, None
+
+
+def cache_path() -> Path:
+    cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache_home) / "recog" / "model_figures.json"
+
+
+@functools.cache
+def shipped_folders() -> tuple[Path, ...]:
+    """The folders of the models that ship with recog: recog/models/ and the plugins/ folder."""
+    repo_plugins = plugins.package_folder(plugins.REPO_PLUGINS_PACKAGE)
+    return Path(__file__).resolve().parent, repo_plugins.resolve()
+
+
+@functools.cache
+def shipped_source_key() -> str:
+    """A digest of the shipped models' source and of the versions of the libraries that measure
+    them: the figures in the cache file hold while it is unchanged."""
+    digest = hashlib.sha256()
+    for package in MEASURED_WITH:
+        digest.update(f"{package}=={importlib.metadata.version(package)}\n".encode())
+    for folder in shipped_folders():
+        for path in sorted(folder.rglob("*.py")):
+            digest.update(f"{path.relative_to(folder)}\n".encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def is_shipped(name: str) -> bool:
+    try:
+        source = Path(inspect.getsourcefile(MODELS.get(name))).resolve()
+    except TypeError:  # defined where there is no source file
+        return False
+    return any(source.is_relative_to(folder) for folder in shipped_folders())
+
+
+@functools.cache
+def cached_figures() -> dict[str, list]:
+    """The cache file's figures when they were measured on today's source, else none."""
+    try:
+        cache = json.loads(cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return cache["figures"] if cache.get("source") == shipped_source_key() else {}
+
+
+def save_figures(figures: dict[str, list]) -> None:
+    """Writes the cache file whole (another process never reads half of it); a cache that
+    cannot be written is only slower."""
+    path = cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as f:
+            json.dump({"source": shipped_source_key(), "figures": figures}, f)
+        os.replace(f.name, path)
+    except OSError as e:
+        logging.warning("Could not cache the model figures in %s: %s", path, e)
+
+
+def figures(name: str) -> tuple[int | None, float | None]:
+    """measure(name), from the cache file for the models that ship with recog."""
+    if not is_shipped(name):
+        return measure(name)
+    cached = cached_figures()
+    if name not in cached:
+        if not cached:
+            logging.info(
+                "Measuring the models' parameters and GFLOPs once for this version of recog "
+                "(about 20 s); they are then kept in %s.",
+                cache_path(),
+            )
+        cached[name] = list(measure(name))
+        save_figures(cached)
+    return tuple(cached[name])
+
+
 def listing_figures(name: str) -> tuple[str, str]:
     """(params in millions, GFLOPs at 224 px) as `--list` prints them; "-" where one fails."""
-    try:
-        params = f"{param_count(name) / 1e6:.2f}M"
-    except Exception:  # a plugin's model may need config keys its factory has no default for
-        return "-", "-"
-    try:
-        flops = f"{gflops(name):.2f}"
-    except Exception:  # or may not take 224x224x3 images (a model for 8x8 digits, say)
-        flops = "-"
-    return params, flops
+    params, flops = figures(name)
+    return (
+        "-" if params is None else f"{params / 1e6:.2f}M",
+        "-" if flops is None else f"{flops:.2f}",
+    )
