@@ -21,6 +21,10 @@ from recog.errors import UserError, unknown_name_message
 from recog.plugins import package_folder
 
 EXPERIMENTS_PACKAGE = "recog_experiments"  # the repository's experiments/ folder
+# Keys every experiment has, so that --config.KEY overrides them anywhere; an experiment may set
+# its own value (init_from=None: it needs pretrained weights). See recog/train/init_from.py and
+# recog/train/optim.py.
+COMMON_DEFAULTS = {"init_from": "", "freeze": "", "lr_factors": ()}
 
 
 def available() -> list[str]:
@@ -68,6 +72,9 @@ def load(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
         raise UserError(f"experiment {name!r} rejected variant {variant!r}: {e}") from e
     with config.unlocked():
         config.experiment = spec
+        for key, value in COMMON_DEFAULTS.items():
+            if key not in config:
+                config[key] = value
     apply_overrides(config, overrides)
     config.lock()
     return config

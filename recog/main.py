@@ -17,8 +17,9 @@ from recog import cli, data, experiments, parallel, plugins
 from recog.errors import TrainingDiverged, UserError
 from recog.models import info
 from recog.registry import ALL, MODELS
-from recog.train import checkpoint, evaluation
+from recog.train import checkpoint, evaluation, init_from
 from recog.train.metrics import MetricWriter, Progress
+from recog.train.optim import training_summary
 from recog.train.step import build_steps, check_accumulation
 
 _EXPERIMENT = flags.DEFINE_string("experiment", None, "NAME[:variant] of experiments/NAME.py.")
@@ -57,13 +58,20 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     parallel.check_batch_size("config.batch_size", config.batch_size, mesh)
     parallel.check_batch_size("config.eval_batch_size", config.eval_batch_size, mesh)
     check_accumulation(config, mesh)
+    init_from.check(config, workdir)
     source = data.make_source(config.data)
-    steps = build_steps(config, source.num_classes, data.image_channels(source), mesh)
+    in_channels = data.image_channels(source)
+    steps = build_steps(config, source.num_classes, in_channels, mesh)
     checkpoint.check_workdir(workdir, config)
 
     checkpoints = checkpoint.manager(workdir, config.keep_checkpoints, config.best_metric)
     state = checkpoint.restore_latest(checkpoints, steps.abstract_state, workdir)
-    if state is None:
+    if state is None and config.init_from:
+        weights = init_from.load_weights(
+            config, steps.abstract_state, source.class_names, in_channels
+        )
+        state = steps.start(*weights)
+    elif state is None:
         state = steps.init()
     else:
         logging.info("Resuming from the checkpoint at step %d in %s", state["step"], workdir)
@@ -91,6 +99,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
     progress = Progress(first_step, config.num_steps, config.batch_size)
     preemption = checkpoint.PreemptionWatch()
+    for line in training_summary(config, steps.abstract_state["params"]):
+        logging.info(line)
     logging.info(
         "Training %s on %s from step %d to %d on %d device(s), global batch %d",
         config.model.name,
