@@ -9,15 +9,18 @@ Every module in this folder is loaded at start-up; pick a model and its options 
 ConvNeXt is a ResNet modernised towards vision Transformers: a 4x4 stride-4 "patchify" stem,
 stages of depthwise 7x7 blocks with an inverted bottleneck, LayerNorm instead of BatchNorm, GELU,
 layer scale and stochastic depth. It needs inputs of at least 32x32 pixels (down-sampling by 32).
+`--config.init_from=FILE` reads torchvision's convnext_tiny and convnext_small weights (the
+converter below).
 """
 
+import re
 from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from recog import MODELS
+from recog import MODELS, TORCH_CONVERTERS
 
 # The reference implementation initialises every convolution and linear layer like this.
 TRUNCATED_NORMAL = nnx.initializers.truncated_normal(stddev=0.02)
@@ -153,13 +156,19 @@ class ConvNeXt(nnx.Module):
         return self.head(x).astype(jnp.float32)
 
 
+TINY_BLOCKS = (3, 3, 9, 3)
+SMALL_BLOCKS = (3, 3, 27, 3)
+WIDTHS = (96, 192, 384, 768)
+CLASSIFIER = {"classifier.0": "head_norm", "classifier.2": "head"}  # torchvision's names
+
+
 @MODELS.register("convnext_tiny")
 def convnext_tiny(num_classes: int, *, rngs: nnx.Rngs, **kwargs) -> ConvNeXt:
     """ConvNeXt-T (Liu et al. 2022): blocks (3, 3, 9, 3), widths 96-768.
 
     28.59M parameters at 1000 classes.
     """
-    return ConvNeXt((3, 3, 9, 3), (96, 192, 384, 768), num_classes, rngs=rngs, **kwargs)
+    return ConvNeXt(TINY_BLOCKS, WIDTHS, num_classes, rngs=rngs, **kwargs)
 
 
 @MODELS.register("convnext_small")
@@ -168,4 +177,35 @@ def convnext_small(num_classes: int, *, rngs: nnx.Rngs, **kwargs) -> ConvNeXt:
 
     50.22M parameters at 1000 classes.
     """
-    return ConvNeXt((3, 3, 27, 3), (96, 192, 384, 768), num_classes, rngs=rngs, **kwargs)
+    return ConvNeXt(SMALL_BLOCKS, WIDTHS, num_classes, rngs=rngs, **kwargs)
+
+
+def torchvision_convnext(blocks_per_stage: Sequence[int]):
+    """torchvision's convnext_* module names -> this model's: `features.0.{0,1}` (stem conv and
+    LayerNorm), `features.{2,4,6}.{0,1}` (LayerNorm and down-sampling conv), `features.{1,3,5,7}.I`
+    (blocks, with `block.{0,2,3,5}`: depthwise conv, LayerNorm, expand, project),
+    `classifier.{0,2}`."""
+    # this model's `layers`: each stage's two down-sampling layers, then its blocks
+    stage_start = np.cumsum([0] + [2 + depth for depth in blocks_per_stage])
+    block_parts = {"": "", ".block.0": "/depthwise", ".block.2": "/norm"}
+    block_parts |= {".block.3": "/expand", ".block.5": "/project"}
+
+    def convert(module: str) -> str:
+        if module in CLASSIFIER:
+            return CLASSIFIER[module]
+        match = re.fullmatch(r"features\.(\d+)\.(\d+)(.*)", module)
+        if match is None or int(match[1]) >= 2 * len(blocks_per_stage):
+            return module
+        feature, index, rest = int(match[1]), int(match[2]), match[3]
+        start = int(stage_start[feature // 2])
+        if feature % 2 == 0 and not rest:
+            return f"layers/{start + index}"
+        if feature % 2 == 1 and rest in block_parts:
+            return f"layers/{start + 2 + index}{block_parts[rest]}"
+        return module
+
+    return convert
+
+
+TORCH_CONVERTERS.register("convnext_tiny")(torchvision_convnext(TINY_BLOCKS))
+TORCH_CONVERTERS.register("convnext_small")(torchvision_convnext(SMALL_BLOCKS))

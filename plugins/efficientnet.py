@@ -10,15 +10,18 @@ Every module in this folder is loaded at start-up; pick the model and its option
 B0 is the network found by architecture search that the larger EfficientNets scale up: MBConv
 blocks (inverted bottlenecks with depthwise convolutions and squeeze-and-excitation), SiLU,
 stochastic depth on the residual blocks and dropout before the classifier. Laid out as
-torchvision builds it (symmetric padding, BatchNorm with PyTorch's defaults).
+torchvision builds it (symmetric padding, BatchNorm with PyTorch's defaults);
+`--config.init_from=FILE` reads torchvision's efficientnet_b0 weights (the converter below).
 """
 
+import re
 from collections.abc import Callable
 
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
-from recog import MODELS
+from recog import MODELS, TORCH_CONVERTERS
 
 # (expand ratio, kernel size, stride of the first block, output channels, number of blocks)
 B0_STAGES = (
@@ -180,3 +183,27 @@ def efficientnet_b0(num_classes: int, *, rngs: nnx.Rngs, **kwargs) -> EfficientN
     5.29M parameters at 1000 classes.
     """
     return EfficientNetB0(num_classes, rngs=rngs, **kwargs)
+
+
+# torchvision's features.S (stage S of B0_STAGES) begins at this model's features.layers[...]
+STAGE_START = np.cumsum([1] + [repeats for *_, repeats in B0_STAGES])
+
+
+@TORCH_CONVERTERS.register("efficientnet_b0")
+def torchvision_efficientnet_b0(module: str) -> str:
+    """torchvision's efficientnet_b0 module names -> this model's: `features.0.{0,1}` and
+    `features.8.{0,1}` (the first and last conv-BN), `features.S.B.block.J.{0,1,fc1,fc2}` (block B
+    of stage S: conv, BN, squeeze-excite's reduce and expand), `classifier.1`."""
+    if module == "classifier.1":
+        return "head"
+    last = len(B0_STAGES) + 1
+    match = re.fullmatch(r"features\.(\d+)\.([01])", module)
+    if match and int(match[1]) in (0, last):
+        layer = int(STAGE_START[-1]) if int(match[1]) == last else 0
+        return f"features/layers/{layer}/" + ("norm" if match[2] == "1" else "conv")
+    match = re.fullmatch(r"features\.(\d+)\.(\d+)\.block\.(\d+)\.(0|1|fc1|fc2)", module)
+    if match is None or not 1 <= int(match[1]) < last:
+        return module
+    layer = int(STAGE_START[int(match[1]) - 1]) + int(match[2])
+    part = {"0": "conv", "1": "norm", "fc1": "reduce", "fc2": "expand"}[match[4]]
+    return f"features/layers/{layer}/layers/layers/{match[3]}/{part}"

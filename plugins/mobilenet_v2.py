@@ -8,14 +8,17 @@ Every module in this folder is loaded at start-up; pick the model from the confi
 
 Inverted residual blocks: a 1x1 convolution widens the channels, a depthwise 3x3 filters them,
 and a linear (no activation) 1x1 narrows them again, with the residual between the narrow ends.
-Laid out as torchvision builds it, at width multiplier 1.0.
+Laid out as torchvision builds it, at width multiplier 1.0; `--config.init_from=FILE` reads
+torchvision's mobilenet_v2 weights (the converter below).
 """
+
+import re
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from recog import MODELS
+from recog import MODELS, TORCH_CONVERTERS
 
 # (expand ratio, output channels, number of blocks, stride of the first block), from the paper
 STAGES = (
@@ -144,3 +147,28 @@ def mobilenet_v2(num_classes: int, *, rngs: nnx.Rngs, **kwargs) -> MobileNetV2:
     3.50M parameters at 1000 classes.
     """
     return MobileNetV2(num_classes, rngs=rngs, **kwargs)
+
+
+# the expand ratio of each inverted residual block, features.layers[1] to [17]
+BLOCK_EXPANSIONS = [expand for expand, _, repeats, _ in STAGES for _ in range(repeats)]
+
+
+@TORCH_CONVERTERS.register("mobilenet_v2")
+def torchvision_mobilenet_v2(module: str) -> str:
+    """torchvision's mobilenet_v2 module names -> this model's: `features.I.{0,1}` (the first and
+    last conv-BN), `features.I.conv.J.{0,1}` (a block's conv-BN-ReLU6), `features.I.conv.J` (its
+    linear conv, then its BN), `classifier.1`."""
+    if module == "classifier.1":
+        return "head"
+    match = re.fullmatch(r"features\.(\d+)\.([01])", module)
+    if match and int(match[1]) in (0, len(BLOCK_EXPANSIONS) + 1):
+        return f"features/layers/{match[1]}/" + ("norm" if match[2] == "1" else "conv")
+    match = re.fullmatch(r"features\.(\d+)\.conv\.(\d)(\.[01])?", module)
+    if match is None or not 1 <= int(match[1]) <= len(BLOCK_EXPANSIONS):
+        return module
+    layer, index, part = int(match[1]), int(match[2]), match[3]
+    block = f"features/layers/{layer}/layers/layers"
+    if part is not None:
+        return f"{block}/{index}/" + ("norm" if part == ".1" else "conv")
+    linear = 1 if BLOCK_EXPANSIONS[layer - 1] == 1 else 2  # after the depthwise conv-BN-ReLU6
+    return f"{block}/{linear}/" + ("conv" if index == linear else "norm")
