@@ -39,7 +39,7 @@ import numpy as np
 import tensorflow as tf
 from absl import flags, logging
 
-from recog import cli, explain, inference
+from recog import cli, inference
 from recog.data import decode
 from recog.errors import UserError
 
@@ -120,7 +120,11 @@ def recognise(
 ) -> Iterator[dict]:
     """One record per image, in order: {"path", "top": [{"label", "prob"}, ...]} (plus
     "heatmap" with explain_to), or {"path", "error"} for a file that cannot be recognised."""
-    explain_batch = explain.explainer(trained) if explain_to else None
+    explain_batch = None
+    if explain_to is not None:
+        from recog import explain  # here: it imports matplotlib, which plain predictions skip
+
+        explain_batch = explain.explainer(trained)
     taken = set()
     for chunk in batches(images, batch_size):
         records = [{"path": str(image.path)} for image in chunk]
