@@ -63,6 +63,7 @@ def test_cats_resnet_cpu_trains_on_a_folder(tmp_path):
         "--config.batch_size=8",
         "--config.eval_batch_size=8",
         "--config.num_steps=6",
+        "--config.schedule.warmup_steps=1",  # else 2 epochs of batch 8: 500 steps
         "--config.eval_every=6",
         "--config.checkpoint_every=6",
         "--config.log_every=3",
