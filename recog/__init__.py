@@ -11,14 +11,7 @@ The public API for plugins is the registries:
     def my_net_from_torch(module_name: str) -> str: ...  # 'features.0' -> 'layers/0'
 """
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow is only our tf.data engine.
-# TF's default CPU allocator hands every tensor fresh pages from the OS, and the page faults cost
-# tf.data more than the resize itself; its BFC allocator keeps and reuses them.
-os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
-
-from recog import xla_defaults  # noqa: F401, I001  (before JAX starts its CPU backend)
+from recog import startup  # noqa: F401, I001  (before JAX and TensorFlow start)
 from recog.registry import AUGMENTATIONS, DATASETS, MODELS, Registry
 from recog import augment, data, models  # noqa: F401  (registers the built-ins)
 from recog.data.sources import TfdsSource

@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO
 from jax import lax
 
-from recog import xla_defaults
+from recog import startup
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import op_breakdown
@@ -141,13 +141,13 @@ def test_cpu_xla_defaults_leave_the_users_flags_alone(monkeypatch, environ, expe
     monkeypatch.delenv("RECOG_XLA_DEFAULTS", raising=False)
     for key, value in environ.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setattr(xla_defaults.importlib.metadata, "version", lambda package: "0.10.2")
-    xla_defaults.set_cpu_xla_defaults()
+    monkeypatch.setattr(startup.importlib.metadata, "version", lambda package: "0.10.2")
+    startup.set_cpu_xla_defaults()
     assert os.environ.get("XLA_FLAGS", "") == expected
 
 
 def test_cpu_xla_defaults_only_for_the_measured_jaxlib(monkeypatch):
     monkeypatch.delenv("XLA_FLAGS", raising=False)
-    monkeypatch.setattr(xla_defaults.importlib.metadata, "version", lambda package: "0.11.0")
-    xla_defaults.set_cpu_xla_defaults()
+    monkeypatch.setattr(startup.importlib.metadata, "version", lambda package: "0.11.0")
+    startup.set_cpu_xla_defaults()
     assert "XLA_FLAGS" not in os.environ

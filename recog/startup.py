@@ -1,6 +1,6 @@
 """What recog sets up when it is imported, before the libraries it drives start: a one-line
 answer where they are not installed, recog's XLA flags for CPU runs (into XLA_FLAGS, before JAX
-starts its CPU backend), and TensorFlow imported without Keras."""
+starts its CPU backend), TensorFlow's settings, and TensorFlow imported without Keras."""
 
 import importlib.metadata
 import os
@@ -54,6 +54,15 @@ def set_cpu_xla_defaults() -> None:
         os.environ["XLA_FLAGS"] = f"{flags} {ynn}".strip()
 
 
+def set_tensorflow_defaults() -> None:
+    """TensorFlow is only recog's tf.data engine: warnings and errors only in its log, and its
+    BFC allocator, since the default one hands every tensor fresh pages from the OS and the page
+    faults cost tf.data more than the resize itself (benchmarks/README.md, "The host's part").
+    A value the user set wins."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
+
 def import_tensorflow_without_keras() -> None:
     """Imports TensorFlow, recog's tf.data engine, without the Keras that its `__init__` imports
     eagerly when installed (and with Keras, scikit-learn): about a third of the import time that
@@ -71,4 +80,5 @@ def import_tensorflow_without_keras() -> None:
 
 require_installed()
 set_cpu_xla_defaults()
+set_tensorflow_defaults()
 import_tensorflow_without_keras()
