@@ -37,6 +37,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.num_steps = 40 * 18_610 // batch_size
     config.label_smoothing = 0.1
     config.eval_flip = True  # evaluate on each image and its mirror image, averaging the logits
+    config.eval_rotations = 1  # quarter turns averaged at test time too (recog/views.py)
     config.grad_accum_steps = 1
     config.ema_decay = 0.9998
     config.sharding = "replicated"
@@ -78,8 +79,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
     if variant == "cpu":
         apply_cpu_variant(config)
+    elif variant == "robust_cpu":
+        apply_cpu_variant(config)
+        apply_robust_variant(config)
     elif variant:
-        raise ValueError(f"unknown variant {variant!r}; variants: cpu")
+        raise ValueError(f"unknown variant {variant!r}; variants: cpu, robust_cpu")
     return config
 
 
@@ -104,3 +108,14 @@ def apply_cpu_variant(config: ml_collections.ConfigDict) -> None:
     config.log_every = 20
     config.eval_every = 5 * train_images // batch_size
     config.checkpoint_every = config.get_ref("eval_every")
+
+
+def apply_robust_variant(config: ml_collections.ConfigDict) -> None:
+    train_images = 2_000
+    config.data.train_pipeline = (
+        "inception_crop(96, area_min=0.25)|flip_lr"
+        "|random_rotation(180, fill_mode='constant')"
+        "|random_erasing(p=0.5, area_max=0.4, value=118)"
+    )
+    config.eval_rotations = 4
+    config.eval_every = 10 * train_images // config.get_ref("batch_size")

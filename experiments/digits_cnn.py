@@ -24,6 +24,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.eval_batch_size = 360
     config.label_smoothing = 0.0
     config.eval_flip = False  # digits are not mirror-symmetric
+    config.eval_rotations = 1  # quarter turns averaged at test time (recog/views.py): 1, 2 or 4
     config.grad_accum_steps = 1  # micro-batches per step: same update, less activation memory
     config.ema_decay = 0.0  # > 0 keeps (and evaluates) a moving average of the weights
     config.sharding = "replicated"  # or "fsdp": parameters and optimizer state split over devices

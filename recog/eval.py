@@ -3,6 +3,7 @@
     python -m recog.eval --workdir=workdirs/digits_cnn --once   # the latest checkpoint, now
     python -m recog.eval --workdir=workdirs/digits_cnn          # each new checkpoint, once
     python -m recog.eval --workdir=workdirs/digits_cnn --robustness  # occlusion and rotation
+    python -m recog.eval --workdir=DIR --robustness --baseline=OTHER_DIR  # beside another run
     python -m recog.eval --workdir=DIR --once --config.data.eval_split=train
     python -m recog.eval --workdir=DIR --once --config.data.dir=/path/to/held_out_folder
 
@@ -43,6 +44,11 @@ _ROBUSTNESS = flags.DEFINE_bool(
     "Measure accuracy under occlusion and rotation for the latest (or --step) checkpoint; "
     "writes eval/robustness.{json,md,png}.",
 )
+_BASELINE = flags.DEFINE_string(
+    "baseline",
+    None,
+    "With --robustness: a work directory measured with --robustness before, shown beside.",
+)
 
 
 def evaluated_steps(metrics_path: epath.Path, split: str) -> set[int]:
@@ -65,6 +71,11 @@ def main(argv: list[str]) -> None:
     if not _WORKDIR.value:
         raise UserError("--workdir is required: the work directory of a training run.")
     workdir = checkpoint.workdir_path(_WORKDIR.value)
+    if _BASELINE.value and not _ROBUSTNESS.value:
+        raise UserError("--baseline compares robustness reports; it needs --robustness.")
+    baseline = None
+    if _BASELINE.value:
+        baseline = robustness.read_baseline(checkpoint.workdir_path(_BASELINE.value))
     if _ONCE.value or _ROBUSTNESS.value:
         config = checkpoint.read_config(workdir)
     else:
@@ -82,7 +93,7 @@ def main(argv: list[str]) -> None:
     sharding = parallel.batch_sharding(mesh)
     split = config.data.eval_split
     if _ROBUSTNESS.value:
-        results = robustness.run(workdir, config, source, steps, sharding, _STEP.value)
+        results = robustness.run(workdir, config, source, steps, sharding, _STEP.value, baseline)
         logging.info("Robustness report: %s", workdir / "eval" / "robustness.md")
         print(json.dumps(results), flush=True)
         return

@@ -6,8 +6,9 @@ at the feature map's resolution. It is resized to the network input and then map
 image as the user gave it through the preprocessing itself: the transpose of the (linear,
 geometric) eval pipeline spreads each heatmap pixel over the image pixels it was made from, and
 dividing by the transpose of an all-ones map turns that into an average. Resizes and crops thus
-line up exactly; pixels the network never saw (cropped away) stay cold. A run that evaluates with
-mirror images (config.eval_flip) gets the average of the image's and the mirror image's heatmaps.
+line up exactly; pixels the network never saw (cropped away) stay cold. A run that evaluates
+several views of each image (mirrored, turned: recog/views.py) gets the average of the views'
+heatmaps, each mapped back onto the image.
 
 The optional model interface Grad-CAM needs (the built-in models and first-party plugins have it):
 
@@ -26,6 +27,7 @@ from flax import nnx
 from matplotlib import colormaps
 from PIL import Image
 
+from recog import views
 from recog.errors import UserError
 from recog.inference import Preprocessing, Trained
 
@@ -45,16 +47,16 @@ def check_supported(model: nnx.Module, model_name: str) -> None:
 
 
 def grad_cam(
-    model: nnx.Module, images: jax.Array, mirror_too: bool = False
+    model: nnx.Module, images: jax.Array, eval_views: tuple[views.View, ...] = views.UPRIGHT
 ) -> tuple[jax.Array, jax.Array]:
     """(class probabilities, Grad-CAM heatmaps of each image's most probable class) for
     normalised images (batch, h, w, c); the heatmaps are (batch, h, w), in [0, 1] per image.
 
-    `mirror_too` averages the logits with the mirror images' (as config.eval_flip evaluates),
-    and the heatmap with the mirror image's, mirrored back.
+    With several `eval_views` (config.eval_flip, config.eval_rotations) the logits are averaged
+    over the views, as the eval averages them, and so are the views' heatmaps, each turned and
+    mirrored back onto the image.
     """
-    views = [images, images[:, :, ::-1]] if mirror_too else [images]
-    feature_maps = [model.features(view).astype(jnp.float32) for view in views]
+    feature_maps = [model.features(view.apply(images)).astype(jnp.float32) for view in eval_views]
 
     def logits_of(maps):
         return sum(model.classify(m) for m in maps) / len(maps)
@@ -67,12 +69,11 @@ def grad_cam(
 
     gradients = jax.grad(predicted_scores)(feature_maps)
     cams = []
-    for maps, grads in zip(feature_maps, gradients, strict=True):
+    for view, maps, grads in zip(eval_views, feature_maps, gradients, strict=True):
         channel_weights = grads.mean(axis=(1, 2), keepdims=True)
         cam = jax.nn.relu((channel_weights * maps).sum(-1))
-        cams.append(jax.image.resize(cam, (images.shape[0], *images.shape[1:3]), "bilinear"))
-    if mirror_too:
-        cams[1] = cams[1][:, :, ::-1]
+        view_shape = view.apply(images).shape[:3]
+        cams.append(view.undo(jax.image.resize(cam, view_shape, "bilinear")))
     cams = sum(cams) / len(cams)
     peak = cams.max(axis=(1, 2), keepdims=True)
     cams = jnp.where(peak > 0, cams / jnp.where(peak > 0, peak, 1.0), 0.0)
@@ -86,7 +87,7 @@ def explainer(trained: Trained) -> Callable[[np.ndarray], tuple[np.ndarray, np.n
     @jax.jit
     def explain(params, model_state, images):
         model = trained.model(params, model_state)
-        return grad_cam(model, trained.normalize(images), trained.mirror_too)
+        return grad_cam(model, trained.normalize(images), trained.eval_views)
 
     def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         probabilities, cams = explain(trained.params, trained.model_state, images)

@@ -7,7 +7,7 @@ writes two files:
 
 - PATH: a serialised `jax.export` artifact (StableHLO with the weights inside) of the function
   uint8 images (batch, height, width, channels) -> class probabilities (batch, classes), with the
-  run's normalisation inside (and config.eval_flip's averaging with the mirror image). The batch
+  run's normalisation inside (and the test-time views it averages, recog/views.py). The batch
   size is symbolic: any batch runs without re-exporting (height and width are symbolic too when
   the eval pipeline does not fix them); --batch_size=N fixes it for a model that needs it fixed.
 - PATH with the suffix .json: the class names, the input shape and dtype, and the preprocessing
@@ -41,7 +41,7 @@ import jax.numpy as jnp
 from absl import flags, logging
 from etils import epath
 
-from recog import cli, inference
+from recog import cli, inference, views
 from recog.errors import UserError
 
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
@@ -117,7 +117,7 @@ def describe(trained: inference.Trained, exported: jax.export.Exported) -> dict:
             "mean": list(trained.config.data.mean),
             "std": list(trained.config.data.std),
         },
-        "mirror_averaged": trained.mirror_too,
+        "views_averaged": views.describe(trained.eval_views),
         "platforms": list(exported.platforms),
         "model": trained.config.model.name,
         "workdir": trained.workdir,

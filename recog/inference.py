@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from flax import nnx
 
-from recog import augment, plugins
+from recog import augment, plugins, views
 from recog.data import decode
 from recog.errors import UserError
 from recog.train import checkpoint
@@ -127,10 +127,10 @@ class Trained:
         return normalize(images, self.config.data.mean, self.config.data.std)
 
     @property
-    def mirror_too(self) -> bool:
-        """Whether the run evaluates each image with its mirror image (config.eval_flip), averaging
-        the logits; predictions then do the same, so that they agree with the eval."""
-        return bool(self.config.get("eval_flip", False))
+    def eval_views(self) -> tuple[views.View, ...]:
+        """The views of each image whose logits the run's eval averages (config.eval_flip,
+        config.eval_rotations); predictions average the same, so that they agree with the eval."""
+        return views.of(self.config)
 
     def probabilities_fn(self) -> Callable[[nnx.State, nnx.State, jax.Array], jax.Array]:
         """f(params, model_state, uint8 images) -> class probabilities (batch, classes)."""
@@ -138,9 +138,7 @@ class Trained:
         def probabilities(params, model_state, images):
             model = self.model(params, model_state)
             images = self.normalize(images)
-            logits = model(images)
-            if self.mirror_too:
-                logits = (logits + model(images[:, :, ::-1])) / 2
+            logits = views.average_logits(model, images, self.eval_views)
             return jax.nn.softmax(logits.astype(jax.numpy.float32))
 
         return probabilities

@@ -11,8 +11,12 @@ evaluated again with the checkpoint's raw weights:
   are the same on every run with that seed;
 - rotation: by 0, 30, ..., 180 degrees about the centre (bilinear; corners black).
 
-Level 0 of both is the plain eval. Results go to WORKDIR/eval/robustness.json (and .md, a table)
-with a plot, WORKDIR/eval/robustness.png.
+Level 0 of both is the plain eval, with the test-time views the run evaluates with
+(recog/views.py). Results go to WORKDIR/eval/robustness.json (and .md, a table) with a plot,
+WORKDIR/eval/robustness.png. `--baseline=OTHER_WORKDIR`, a run measured before, puts its results
+beside these in the table and the plot (a recipe before and after a change):
+
+    python -m recog.eval --workdir=DIR --robustness --baseline=BASELINE_DIR
 """
 
 import json
@@ -29,6 +33,7 @@ from matplotlib.figure import Figure  # no pyplot: no global figure state, no GU
 from recog import data, inference, parallel
 from recog.augment import geometry
 from recog.data.sources import TfdsSource
+from recog.errors import UserError
 from recog.train import checkpoint, evaluation
 from recog.train.step import Steps
 
@@ -117,45 +122,76 @@ def measure(
     }
 
 
-def markdown(results: dict) -> str:
+def label(results: dict) -> str:
+    return epath.Path(results["workdir"]).name if "workdir" in results else "baseline"
+
+
+def markdown(results: dict, baseline: dict | None = None) -> str:
+    runs = [results] if baseline is None else [baseline, results]
     lines = [
-        f"# Robustness at step {results['step']}",
+        f"# Robustness of {label(results)} at step {results['step']}",
         "",
         f"Split `{results['split']}`, {results['num_examples']} examples, raw weights, "
         f"seed {results['seed']}. Occlusion: a box of the dataset's mean colour covering the given "
         "share of each image at a random place. Rotation: about the centre, corners black.",
-        "",
-        "| occluded area | accuracy |",
-        "| ---: | ---: |",
     ]
-    occlusion, rotation = results["occlusion"], results["rotation"]
-    for fraction, value in zip(occlusion["fraction"], occlusion["accuracy"], strict=True):
-        lines.append(f"| {fraction:.0%} | {value:.4f} |")
-    lines += ["", "| rotation | accuracy |", "| ---: | ---: |"]
-    for degrees, value in zip(rotation["degrees"], rotation["accuracy"], strict=True):
-        lines.append(f"| {degrees}° | {value:.4f} |")
+    if baseline is not None:
+        lines.append(
+            f"Baseline: {baseline.get('workdir', '?')} at step {baseline['step']} "
+            f"({baseline['num_examples']} examples of `{baseline['split']}`)."
+        )
+    columns = " | ".join(label(run) for run in runs)
+    rule = " ---: |" * len(runs)
+    for kind, levels, unit in (
+        ("occlusion", "fraction", "occluded area"),
+        ("rotation", "degrees", "rotation"),
+    ):
+        lines += ["", f"| {unit} | {columns} |", f"| ---: |{rule}"]
+        for i, level in enumerate(results[kind][levels]):
+            name = f"{level:.0%}" if kind == "occlusion" else f"{level}°"
+            values = " | ".join(f"{run[kind]['accuracy'][i]:.4f}" for run in runs)
+            lines.append(f"| {name} | {values} |")
     lines += ["", "![robustness](robustness.png)", ""]
     return "\n".join(lines)
 
 
-def plot(results: dict, path: epath.Path) -> None:
+def plot(results: dict, path: epath.Path, baseline: dict | None = None) -> None:
     fig = Figure(figsize=(10, 4))
     occlusion_ax, rotation_ax = fig.subplots(1, 2, sharey=True)
-    occlusion = results["occlusion"]
-    occlusion_ax.plot([100 * f for f in occlusion["fraction"]], occlusion["accuracy"], "o-")
+    for run, style in ((baseline, "s--"), (results, "o-")):
+        if run is None:
+            continue
+        occlusion = run["occlusion"]
+        occlusion_ax.plot(
+            [100 * f for f in occlusion["fraction"]], occlusion["accuracy"], style, label=label(run)
+        )
+        rotation = run["rotation"]
+        rotation_ax.plot(rotation["degrees"], rotation["accuracy"], style, label=label(run))
     occlusion_ax.set_xlabel("occluded area (%)")
     occlusion_ax.set_ylabel("accuracy")
-    rotation_ax.plot(results["rotation"]["degrees"], results["rotation"]["accuracy"], "o-")
     rotation_ax.set_xlabel("rotation (degrees)")
     rotation_ax.set_xticks(ROTATION_DEGREES)
     for ax, title in ((occlusion_ax, "Occlusion"), (rotation_ax, "Rotation")):
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
         ax.set_title(title)
+    if baseline is not None:
+        rotation_ax.legend(loc="lower left")
     fig.suptitle(f"Accuracy on {results['split']} at step {results['step']}")
     fig.tight_layout()
     with path.open("wb") as f:  # also on gs://
         fig.savefig(f, format="png", dpi=100)
+
+
+def read_baseline(workdir: epath.Path) -> dict:
+    """The results a --robustness run wrote to `workdir` before."""
+    path = workdir / "eval" / "robustness.json"
+    if not path.is_file():
+        raise UserError(
+            f"--baseline: {path} does not exist; measure that run first with "
+            f"python -m recog.eval --workdir={workdir} --robustness"
+        )
+    return json.loads(path.read_text())
 
 
 def run(
@@ -165,14 +201,16 @@ def run(
     steps: Steps,
     sharding: NamedSharding,
     step: int | None,
+    baseline: dict | None = None,
 ) -> dict:
-    """Measures the checkpoint at `step` (default: the latest) and writes the report files;
-    returns the results."""
+    """Measures the checkpoint at `step` (default: the latest) and writes the report files, with
+    a `baseline`'s results beside (read_baseline); returns the results."""
     mngr = checkpoint.manager(workdir, for_reading=True)
     latest = max(mngr.all_steps(), default=None)
     step = inference.choose_step(mngr, config, workdir, latest if step is None else step)
     state = checkpoint.restore(mngr, step, steps.abstract_state, workdir, weights_only=True)
     results = {
+        "workdir": str(workdir),
         "step": step,
         "split": config.data.eval_split,
         "num_examples": source.num_examples(config.data.eval_split),
@@ -183,6 +221,6 @@ def run(
         out = workdir / "eval"
         out.mkdir(parents=True, exist_ok=True)
         (out / "robustness.json").write_text(json.dumps(results, indent=2))
-        (out / "robustness.md").write_text(markdown(results))
-        plot(results, out / "robustness.png")
+        (out / "robustness.md").write_text(markdown(results, baseline))
+        plot(results, out / "robustness.png", baseline)
     return results

@@ -10,14 +10,16 @@ import shutil
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from conftest import read_jsonl, run_binary
+from etils import epath
 from flax import nnx
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from recog import explain, inference, plugins, robustness
+from recog import explain, inference, plugins, robustness, views
 from recog.errors import UserError
 from recog.models import info
 
@@ -168,7 +170,8 @@ def test_grad_cam_heat_follows_the_evidence_for_the_predicted_class():
     it: as strong per pixel, so CAM without gradients, or |gradients|, or the other class, would
     light it up too) trade places; the heat must stay on the bright one, mapped back through a
     resize-and-crop eval pipeline onto the 32x48 image, and be 0 where the crop cut away; also
-    when the mirror image's heatmap is averaged in (config.eval_flip)."""
+    when the mirrored and turned views' heatmaps are averaged in (config.eval_flip,
+    config.eval_rotations)."""
     preprocessing = inference.Preprocessing("resize_small(16)|center_crop(16)", 1, None)
     seen_columns = slice(6, 42)  # 32x48 -> 16x24 -> its middle 16, and the resize filter's reach
     places = {
@@ -179,13 +182,14 @@ def test_grad_cam_heat_follows_the_evidence_for_the_predicted_class():
     }
     opposite = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
     model = BrightVersusDark()
-    for (place, box), mirror_too in itertools.product(places.items(), [False, True]):
+    all_eight = views.of(ml_collections.ConfigDict({"eval_flip": True, "eval_rotations": 4}))
+    for (place, box), eval_views in itertools.product(places.items(), [views.UPRIGHT, all_eight]):
         far = places[opposite[place]]
         dark = (slice(far[0].start + 1, far[0].stop - 1), slice(far[1].start + 1, far[1].stop - 1))
         rgb = two_blobs(box, dark)
         network_input = preprocessing(rgb)
         normalised = (network_input[None].astype(np.float32) / 255.0 - 0.5) / 0.5
-        probabilities, cams = explain.grad_cam(model, jnp.asarray(normalised), mirror_too)
+        probabilities, cams = explain.grad_cam(model, jnp.asarray(normalised), eval_views)
         assert np.argmax(probabilities[0]) == 0, place  # "bright" is predicted
         assert cams.shape == (1, 16, 16) and float(cams.max()) == pytest.approx(1.0)
         heatmap = explain.to_image(preprocessing, rgb, np.asarray(cams[0]))
@@ -242,6 +246,28 @@ def test_occlusion_covers_the_fraction_and_rotation_turns_about_the_centre():
     np.testing.assert_array_equal(robustness.rotate(images, 0), images)
     np.testing.assert_array_equal(robustness.rotate(images, 180), images[:, ::-1, ::-1])
     np.testing.assert_array_equal(robustness.rotate(images, 90), np.rot90(images, 1, axes=(1, 2)))
+
+
+def test_robustness_report_puts_a_baseline_beside(tmp_path):
+    def results(workdir, accuracy):
+        return {
+            "workdir": str(workdir),
+            "step": 10,
+            "split": "validation",
+            "num_examples": 4,
+            "seed": 0,
+            "occlusion": {"fraction": [0.0, 0.5], "accuracy": [accuracy, accuracy / 2]},
+            "rotation": {"degrees": [0, 180], "accuracy": [accuracy, 0.25]},
+        }
+
+    before, after = results(tmp_path / "before", 0.5), results(tmp_path / "after", 1.0)
+    table = robustness.markdown(after, before)
+    assert "| occluded area | before | after |" in table and "| 50% | 0.2500 | 0.5000 |" in table
+    assert "| 180° | 0.2500 | 0.2500 |" in table
+    robustness.plot(after, epath.Path(tmp_path / "both.png"), before)
+    assert (tmp_path / "both.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(UserError, match="measure that run first"):
+        robustness.read_baseline(epath.Path(tmp_path / "before"))
 
 
 def test_robustness_report(trained_workdir, tmp_path):

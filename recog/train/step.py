@@ -20,7 +20,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from recog import parallel
+from recog import parallel, views
 from recog.augment.batch import parse_batch
 from recog.errors import UserError
 from recog.registry import MODELS
@@ -146,7 +146,7 @@ def build_steps(
     smoothing = config.label_smoothing
     ema_decay = config.ema_decay
     accumulation = config.grad_accum_steps
-    eval_flip = config.eval_flip
+    eval_views = views.of(config)
     batch_pipeline = parse_batch(config.data.batch_pipeline)
     replicated = parallel.replicated(mesh)
 
@@ -235,9 +235,7 @@ def build_steps(
         def eval_step(state: State, batch: Batch):
             model = nnx.merge(eval_graph, state[weights], state["model_state"])
             images = normalize(batch["image"], mean, std)
-            logits = model(images)
-            if eval_flip:  # test-time augmentation: average with the mirror image's logits
-                logits = (logits + model(images[:, :, ::-1])) / 2
+            logits = views.average_logits(model, images, eval_views)
             return evaluation.batch_sums(logits, batch["label"], batch["mask"], num_classes)
 
         return jax.jit(eval_step, out_shardings=replicated)
