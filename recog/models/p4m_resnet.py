@@ -190,6 +190,7 @@ class P4MResNet(nnx.Module):
         in_channels: int = 3,
         width: int = 8,
         zero_init_residual: bool = True,
+        head_width: int | None = None,
         dtype: str = "float32",
         rngs: nnx.Rngs,
     ):
@@ -213,6 +214,18 @@ class P4MResNet(nnx.Module):
                 blocks.append(block)
                 channels = width * 2**stage
         self.blocks = nnx.List(blocks)
+        # Averaging over orientations leaves `channels` invariant features; a 1x1 group
+        # convolution first can widen that bottleneck.
+        self.head_conv = (
+            nnx.Sequential(
+                equivariant_conv(channels, head_width, 1, dtype=self.dtype, rngs=rngs),
+                OrientedBatchNorm(head_width, dtype=self.dtype, rngs=rngs),
+                nnx.relu,
+            )
+            if head_width
+            else None
+        )
+        channels = head_width or channels
         self.head = nnx.Linear(channels, num_classes, dtype=self.dtype, rngs=rngs)
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -234,6 +247,8 @@ class P4MResNet(nnx.Module):
 
     def classify(self, feature_map: jnp.ndarray) -> jnp.ndarray:
         """Logits of a feature map: average over positions and orientations, linear classifier."""
+        if self.head_conv is not None:
+            feature_map = self.head_conv(feature_map)
         pooled = feature_map.mean(axis=(1, 2))
         pooled = pooled.reshape(len(pooled), ORIENTATIONS, -1).mean(axis=1)
         return self.head(pooled).astype(jnp.float32)
