@@ -43,9 +43,11 @@ def test_each_convolution_is_equivariant(lifting):
         )
 
 
-@pytest.mark.parametrize("train", [False, True])
-def test_logits_are_the_same_for_every_turn_and_mirror_image(train):
-    model = MODELS.get("p4m_resnet18")(num_classes=3, width=2, rngs=nnx.Rngs(0))
+@pytest.mark.parametrize(("train", "head_width"), [(False, None), (True, 16)])
+def test_logits_are_the_same_for_every_turn_and_mirror_image(train, head_width):
+    model = MODELS.get("p4m_resnet18")(
+        num_classes=3, width=2, head_width=head_width, rngs=nnx.Rngs(0)
+    )
     model.train() if train else model.eval()
     graphdef, state = nnx.split(model)
 
