@@ -33,6 +33,8 @@ rotation from 0 to 180 degrees (`cpu`, the same day: 0.849, 0.755, 0.652-0.849),
 
 import ml_collections
 
+CPU_TRAIN_IMAGES = 2_000  # the CPU variants' epochs are counted in photos of a folder this size
+
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -96,7 +98,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
 
 def apply_cpu_variant(config: ml_collections.ConfigDict) -> None:
-    train_images = 2_000
+    train_images = CPU_TRAIN_IMAGES
     epochs = 85
     config.batch_size = 64
     batch_size = config.get_ref("batch_size")
@@ -119,7 +121,7 @@ def apply_cpu_variant(config: ml_collections.ConfigDict) -> None:
 
 
 def apply_robust_variant(config: ml_collections.ConfigDict) -> None:
-    train_images = 2_000
+    train_images = CPU_TRAIN_IMAGES
     epochs = 55
     config.num_steps = epochs * train_images // config.get_ref("batch_size")
     # The p4m ResNet gives the same logits for every quarter turn and mirror image, so training

@@ -1,6 +1,5 @@
-"""Test-time views (config.eval_flip, config.eval_rotations) and the robust cats recipe that uses
-them: on data whose orientation misleads, turned photos are recognised where the upright-only
-recipe fails."""
+"""Test-time views (config.eval_flip, config.eval_rotations), and the robust cats recipe: on data
+whose orientation misleads, turned photos are recognised where the upright-only recipe fails."""
 
 import json
 
@@ -106,7 +105,7 @@ def test_the_robust_recipe_recognises_turned_photos_the_upright_one_does_not(tmp
             "--config.eval_every=60",
             "--config.log_every=30",
         ]
-        width = ["--config.model.width=8"] if variant == "cpu" else []  # p4m: 4 by default
+        width = ["--config.model.width=8"] if variant == "cpu" else []  # robust_cpu sets its own
         result = run_binary(
             "main", f"--experiment=cats_resnet:{variant}", f"--workdir={workdir}", *common, *width
         )
