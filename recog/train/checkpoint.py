@@ -9,9 +9,23 @@ import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
+from orbax.checkpoint._src.metadata import array_metadata_store  # Orbax 0.12 has no public name
 
 from recog import experiments
 from recog.errors import UserError
+
+# Orbax saves a replicated array in slices, one from each replica, and every slice shape compiles
+# a program of its own: for a ResNet-50 on 8 devices about 200 programs, 25 s of a CPU before the
+# first save completes. An array under a MiB a replica is copied whole from one replica instead.
+REPLICA_PARALLEL_MIN_BYTES = 1 << 20
+ocp.type_handlers.register_type_handler(
+    jax.Array,
+    ocp.type_handlers.ArrayHandler(
+        min_slice_bytes_for_replica_parallel=REPLICA_PARALLEL_MIN_BYTES,
+        array_metadata_store=array_metadata_store.Store(),
+    ),
+    override=True,
+)
 
 CONFIG_FILE = "config.json"
 DATASET_FILE = "dataset.json"
