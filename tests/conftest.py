@@ -1,7 +1,8 @@
 """Test set-up: 8 simulated CPU devices, a private TFDS data directory and a private JAX
 compilation cache, all set before JAX or TFDS is imported and inherited by the binaries the tests
-start as subprocesses (which compile the same train and eval steps again and again: with the cache,
-tests/test_multihost.py, test_faults.py and test_binaries.py took 345 s instead of 464).
+start as subprocesses. Those binaries compile the same train and eval steps again and again: with
+the cache, `python -m pytest -q tests/test_multihost.py tests/test_faults.py tests/test_binaries.py`
+took 345 s instead of 464 (2026-12-03, 2 cores).
 
 The suite runs on the CPU platform also on a GPU or TPU host: its tests rely on the simulated
 devices. What accelerators run is tested by lowering programs for them (tests/test_models.py)
