@@ -1,8 +1,8 @@
 """Test set-up: 8 simulated CPU devices, a private TFDS data directory and a private JAX
 compilation cache, all set before JAX or TFDS is imported and inherited by the binaries the tests
-start as subprocesses. Those binaries compile the same train and eval steps again and again: with
-the cache, `python -m pytest -q tests/test_multihost.py tests/test_faults.py tests/test_binaries.py`
-took 345 s instead of 464 (2026-12-03, 2 cores).
+start as subprocesses. Those binaries compile the same train and eval steps again and again:
+with the cache, `python -m pytest -q -n 0 tests/test_multihost.py tests/test_faults.py
+tests/test_binaries.py` took 345 s instead of 464 (2026-12-03, 2 cores).
 
 The suite runs on the CPU platform also on a GPU or TPU host: its tests rely on the simulated
 devices. What accelerators run is tested by lowering programs for them (tests/test_models.py)
@@ -16,14 +16,18 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
 os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-os.environ.setdefault("TFDS_DATA_DIR", tempfile.mkdtemp(prefix="recog-tfds-"))
+# Under pytest-xdist each worker prepares its data sets in a folder of its own: two TFDS builders
+# preparing one data set in one folder at once would collide.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _WORKER or "TFDS_DATA_DIR" not in os.environ:
+    os.environ["TFDS_DATA_DIR"] = tempfile.mkdtemp(prefix=f"recog-tfds-{_WORKER or 'main'}-")
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="recog-jax-cache-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
-
-import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
