@@ -20,8 +20,8 @@ import pytest
 
 os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-# Under pytest-xdist each worker prepares its data sets in a folder of its own: two TFDS builders
-# preparing one data set in one folder at once would collide.
+# Under pytest-xdist each worker prepares its data sets in a folder of its own, even where the user
+# set TFDS_DATA_DIR: two TFDS builders preparing one data set in one folder at once would collide.
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 if _WORKER or "TFDS_DATA_DIR" not in os.environ:
     os.environ["TFDS_DATA_DIR"] = tempfile.mkdtemp(prefix=f"recog-tfds-{_WORKER or 'main'}-")
