@@ -32,6 +32,11 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 REPO = Path(__file__).resolve().parent.parent
 
 
+def env_with_devices(count: int) -> dict:
+    """The environment for a binary that sees `count` simulated CPU devices instead of 8."""
+    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}"}
+
+
 def run_binary(
     module: str, *args: str, timeout: float = 300, **kwargs
 ) -> subprocess.CompletedProcess:

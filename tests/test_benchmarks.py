@@ -10,7 +10,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import pytest
-from conftest import REPO
+from conftest import REPO, env_with_devices
 from jax import lax
 
 from recog import startup
@@ -31,6 +31,7 @@ def run_train_step_benchmark(tmp_path, *args: str) -> list[str]:
         capture_output=True,
         text=True,
         timeout=600,
+        env=env_with_devices(2),  # a step for 8 simulated devices compiles for longer
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout.strip().splitlines()

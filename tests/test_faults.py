@@ -10,7 +10,7 @@ import threading
 
 import jax
 import numpy as np
-from conftest import REPO, checkpoint_vector, read_jsonl, run_binary, snapshot
+from conftest import REPO, checkpoint_vector, env_with_devices, read_jsonl, run_binary, snapshot
 from etils import epath
 
 from recog import inference, parallel
@@ -136,7 +136,7 @@ def test_restore_on_another_device_count(trained_workdir, tmp_path):
     original, _ = trained_workdir
     workdir = tmp_path / "run"
     shutil.copytree(original, workdir)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=3"}
+    env = env_with_devices(3)
     result = run_binary("eval", f"--workdir={workdir}", "--once", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "on 3 device(s)" in result.stderr  # trained on 8

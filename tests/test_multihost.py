@@ -4,7 +4,6 @@ processes join by explicit flags, or as the workers of a Cloud TPU VM pod slice 
 through the GCE metadata server, faked here."""
 
 import http.server
-import os
 import socket
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import time
 import typing
 
 import numpy as np
-from conftest import REPO, checkpoint_vector, read_jsonl, run_binary
+from conftest import REPO, checkpoint_vector, env_with_devices, read_jsonl, run_binary
 
 # Every step sees the whole (sliced) split and no augmentation, so the global batch is the same
 # set of examples however the processes shard it; the runs then agree up to float rounding.
@@ -34,10 +33,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def env_with_devices(count: int) -> dict:
-    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}"}
 
 
 def run_two_processes(workdir, num_steps, log_dir):
