@@ -32,6 +32,26 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 REPO = Path(__file__).resolve().parent.parent
 
 
+# The longest test files first (each 75-180 s in one process, 2026-12-03): pytest-xdist hands
+# out files in collection order (--no-loadscope-reorder in pyproject.toml), so the files left to
+# start last are short ones, and the two workers finish at about the same time.
+LONGEST_FILES_FIRST = (
+    "test_views.py",
+    "test_flagship.py",
+    "test_faults.py",
+    "test_models.py",
+    "test_multihost.py",
+    "test_benchmarks.py",
+    "test_exactness.py",
+    "test_recipes.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
+
+
 def env_with_devices(count: int) -> dict:
     """The environment for a binary that sees `count` simulated CPU devices instead of 8."""
     return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}"}
