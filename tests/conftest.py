@@ -32,7 +32,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 REPO = Path(__file__).resolve().parent.parent
 
 
-# The longest test files first (each 75-180 s in one process, 2026-12-03): pytest-xdist hands
+# The longest test files first (90-180 s each in one process, 2026-12-03): pytest-xdist hands
 # out files in collection order (--no-loadscope-reorder in pyproject.toml), so the files left to
 # start last are short ones, and the two workers finish at about the same time.
 LONGEST_FILES_FIRST = (
