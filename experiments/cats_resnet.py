@@ -48,6 +48,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.label_smoothing = 0.1
     config.eval_flip = True  # evaluate on each image and its mirror image, averaging the logits
     config.eval_rotations = 1  # quarter turns averaged at test time too (recog/views.py)
+    config.orientation_weight = 0.0  # > 0: an orientation head, trained with this loss weight
     config.grad_accum_steps = 1
     config.ema_decay = 0.9998
     config.sharding = "replicated"
@@ -92,8 +93,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     elif variant == "robust_cpu":
         apply_cpu_variant(config)
         apply_robust_variant(config)
+    elif variant == "oriented_cpu":
+        apply_cpu_variant(config)
+        apply_oriented_variant(config)
     elif variant:
-        raise ValueError(f"unknown variant {variant!r}; variants: cpu, robust_cpu")
+        raise ValueError(f"unknown variant {variant!r}; variants: cpu, robust_cpu, oriented_cpu")
     return config
 
 
@@ -136,3 +140,18 @@ def apply_robust_variant(config: ml_collections.ConfigDict) -> None:
     )
     config.eval_flip = False
     config.eval_every = 10 * train_images // config.get_ref("batch_size")
+
+
+def apply_oriented_variant(config: ml_collections.ConfigDict) -> None:
+    # A plain network that learns which way up a photo is beside what it shows (one training
+    # image in four is turned and teaches only that); at test time each of the four quarter turns
+    # counts by how upright it looks, so only the turns in between (up to 30 degrees) are trained.
+    config.orientation_weight = 0.5
+    config.eval_rotations = 4
+    config.data.train_pipeline = (
+        "inception_crop(96, area_min=0.25)"
+        "|flip_lr"
+        "|random_rotation(30, fill_mode='constant')"
+        "|random_erasing(p=0.3, area_max=0.35, value=118)"
+    )
+    config.eval_every = 10 * CPU_TRAIN_IMAGES // config.get_ref("batch_size")

@@ -47,19 +47,23 @@ def check_supported(model: nnx.Module, model_name: str) -> None:
 
 
 def grad_cam(
-    model: nnx.Module, images: jax.Array, eval_views: tuple[views.View, ...] = views.UPRIGHT
+    model: nnx.Module,
+    images: jax.Array,
+    eval_views: tuple[views.View, ...] = views.UPRIGHT,
+    orientation_head: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """(class probabilities, Grad-CAM heatmaps of each image's most probable class) for
     normalised images (batch, h, w, c); the heatmaps are (batch, h, w), in [0, 1] per image.
 
     With several `eval_views` (config.eval_flip, config.eval_rotations) the logits are averaged
     over the views, as the eval averages them, and so are the views' heatmaps, each turned and
-    mirrored back onto the image.
+    mirrored back onto the image. With an orientation head the views' logits count as the eval
+    counts them (views.combine), and so each view's heatmap by its weight in the score.
     """
     feature_maps = [model.features(view.apply(images)).astype(jnp.float32) for view in eval_views]
 
     def logits_of(maps):
-        return sum(model.classify(m) for m in maps) / len(maps)
+        return views.combine([model.classify(m) for m in maps], orientation_head)
 
     logits = logits_of(feature_maps)
     predicted = jnp.argmax(logits, -1)
@@ -87,7 +91,9 @@ def explainer(trained: Trained) -> Callable[[np.ndarray], tuple[np.ndarray, np.n
     @jax.jit
     def explain(params, model_state, images):
         model = trained.model(params, model_state)
-        return grad_cam(model, trained.normalize(images), trained.eval_views)
+        return grad_cam(
+            model, trained.normalize(images), trained.eval_views, trained.orientation_head
+        )
 
     def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         probabilities, cams = explain(trained.params, trained.model_state, images)

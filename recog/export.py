@@ -117,7 +117,7 @@ def describe(trained: inference.Trained, exported: jax.export.Exported) -> dict:
             "mean": list(trained.config.data.mean),
             "std": list(trained.config.data.std),
         },
-        "views_averaged": views.describe(trained.eval_views),
+        "views_averaged": views.describe(trained.eval_views, trained.orientation_head),
         "platforms": list(exported.platforms),
         "model": trained.config.model.name,
         "workdir": trained.workdir,

@@ -132,13 +132,18 @@ class Trained:
         config.eval_rotations); predictions average the same, so that they agree with the eval."""
         return views.of(self.config)
 
+    @property
+    def orientation_head(self) -> bool:
+        """Whether the views' class logits count by the orientation head's (recog/views.py)."""
+        return views.has_orientation_head(self.config)
+
     def probabilities_fn(self) -> Callable[[nnx.State, nnx.State, jax.Array], jax.Array]:
         """f(params, model_state, uint8 images) -> class probabilities (batch, classes)."""
 
         def probabilities(params, model_state, images):
             model = self.model(params, model_state)
             images = self.normalize(images)
-            logits = views.average_logits(model, images, self.eval_views)
+            logits = views.average_logits(model, images, self.eval_views, self.orientation_head)
             return jax.nn.softmax(logits.astype(jax.numpy.float32))
 
         return probabilities

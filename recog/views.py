@@ -7,16 +7,25 @@ robustness, predict, export and Grad-CAM.
   exactly the same prediction for an image and its turns by 90 degrees when all four are averaged.
 
 The views are the product of the two: eval_flip and eval_rotations=4 average eight.
+
+- config.orientation_weight > 0: the model has an orientation head (ORIENTATIONS more logits
+  after the classes, trained to say which quarter turn a view is; recog/train/step.py), and each
+  view's class logits count by the head's probability that the view is upright, instead of all
+  alike. With the four quarter turns this turns an image the right way up before recognising it,
+  so a network trained on upright photos keeps its upright accuracy at every angle.
 """
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 
 from recog.errors import UserError
 
 ROTATION_COUNTS = (1, 2, 4)
+ORIENTATIONS = 4  # the orientation head's classes: 0, 1, 2 or 3 anticlockwise quarter turns
 
 
 class View(NamedTuple):
@@ -47,20 +56,44 @@ def of(config: ml_collections.ConfigDict) -> tuple[View, ...]:
             f"config.eval_rotations must be one of {ROTATION_COUNTS} (evenly spaced quarter "
             f"turns), not {rotations!r}."
         )
+    if has_orientation_head(config) and rotations != ORIENTATIONS:
+        raise UserError(
+            f"config.orientation_weight={config.orientation_weight} trains an orientation head "
+            f"that chooses among the {ORIENTATIONS} quarter turns at test time: set "
+            f"config.eval_rotations={ORIENTATIONS}, not {rotations!r}."
+        )
     mirrors = (False, True) if config.get("eval_flip", False) else (False,)
     return tuple(
         View(turn * 4 // rotations, mirrored) for turn in range(rotations) for mirrored in mirrors
     )
 
 
-def average_logits(model, images: jnp.ndarray, views: tuple[View, ...]) -> jnp.ndarray:
-    """The model's logits averaged over the views of normalised images."""
-    return sum(model(view.apply(images)) for view in views) / len(views)
+def has_orientation_head(config: ml_collections.ConfigDict) -> bool:
+    """Whether the run's model ends in ORIENTATIONS orientation logits after its class logits."""
+    return config.get("orientation_weight", 0.0) > 0
 
 
-def describe(views: tuple[View, ...]) -> str:
+def combine(outputs: Sequence[jnp.ndarray], orientation_head: bool = False) -> jnp.ndarray:
+    """Class logits from the model's outputs (batch, logits) on each view: their mean, or with an
+    orientation head the class logits weighted by each view's probability of being upright."""
+    if not orientation_head:
+        return sum(outputs) / len(outputs)
+    upright = jnp.stack([jax.nn.softmax(out[:, -ORIENTATIONS:])[:, 0] for out in outputs])
+    weights = upright / upright.sum(axis=0)
+    return sum(w[:, None] * out[:, :-ORIENTATIONS] for w, out in zip(weights, outputs, strict=True))
+
+
+def average_logits(
+    model, images: jnp.ndarray, views: tuple[View, ...], orientation_head: bool = False
+) -> jnp.ndarray:
+    """The model's class logits over the views of normalised images (see combine)."""
+    return combine([model(view.apply(images)) for view in views], orientation_head)
+
+
+def describe(views: tuple[View, ...], orientation_head: bool = False) -> str:
     """For logs and export metadata: 'upright', 'upright and mirrored, 4 quarter turns each'."""
     turns = len({view.quarter_turns for view in views})
     mirrored = any(view.mirrored for view in views)
     text = "upright and mirrored" if mirrored else "upright"
-    return text if turns == 1 else f"{text}, {turns} evenly spaced quarter turns each"
+    text = text if turns == 1 else f"{text}, {turns} evenly spaced quarter turns each"
+    return f"{text}, weighted by the orientation head" if orientation_head else text

@@ -40,6 +40,27 @@ def test_undo_maps_each_view_back_onto_the_image():
         np.testing.assert_array_equal(view.undo(view.apply(images)), images)
 
 
+def test_an_orientation_head_counts_each_view_by_how_upright_it_looks():
+    class_logits = [jnp.array([[1.0, 0.0]]) * k for k in range(4)]
+    looks_upright = [-5.0, 5.0, 0.0, -5.0]  # the orientation head's upright logit per view
+    outputs = [
+        jnp.concatenate([c, jnp.array([[u, 0.0, 0.0, 0.0]])], axis=1)
+        for c, u in zip(class_logits, looks_upright, strict=True)
+    ]
+    weights = jax.nn.softmax(jnp.array([[u, 0.0, 0.0, 0.0] for u in looks_upright]))[:, 0]
+    expected = sum(w * c for w, c in zip(weights / weights.sum(), class_logits, strict=True))
+    combined = views.combine(outputs, orientation_head=True)
+    np.testing.assert_allclose(combined, expected, rtol=1e-6)
+    assert combined.shape == (1, 2) and float(weights[1] / weights.sum()) > 0.75
+    np.testing.assert_allclose(views.combine(class_logits), [[1.5, 0.0]])  # no head: the mean
+    config = config_of(True, 1)
+    config.orientation_weight = 0.5
+    with pytest.raises(UserError, match="set config.eval_rotations=4, not 1"):
+        views.of(config)
+    config.eval_rotations = 4
+    assert views.describe(views.of(config), True).endswith("weighted by the orientation head")
+
+
 class TinyNetwork(nnx.Module):
     """Convolutions, pooling with a stride and a linear layer: sensitive to turns, like a CNN."""
 
