@@ -93,11 +93,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     elif variant == "robust_cpu":
         apply_cpu_variant(config)
         apply_robust_variant(config)
-    elif variant == "oriented_cpu":
-        apply_cpu_variant(config)
-        apply_oriented_variant(config)
     elif variant:
-        raise ValueError(f"unknown variant {variant!r}; variants: cpu, robust_cpu, oriented_cpu")
+        raise ValueError(f"unknown variant {variant!r}; variants: cpu, robust_cpu")
     return config
 
 
@@ -141,17 +138,3 @@ def apply_robust_variant(config: ml_collections.ConfigDict) -> None:
     config.eval_flip = False
     config.eval_every = 10 * train_images // config.get_ref("batch_size")
 
-
-def apply_oriented_variant(config: ml_collections.ConfigDict) -> None:
-    # A plain network that learns which way up a photo is beside what it shows (one training
-    # image in four is turned and teaches only that); at test time each of the four quarter turns
-    # counts by how upright it looks, so only the turns in between (up to 30 degrees) are trained.
-    config.orientation_weight = 0.5
-    config.eval_rotations = 4
-    config.data.train_pipeline = (
-        "inception_crop(96, area_min=0.25)"
-        "|flip_lr"
-        "|random_rotation(30, fill_mode='constant')"
-        "|random_erasing(p=0.3, area_max=0.35, value=118)"
-    )
-    config.eval_every = 10 * CPU_TRAIN_IMAGES // config.get_ref("batch_size")

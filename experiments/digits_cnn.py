@@ -25,6 +25,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.label_smoothing = 0.0
     config.eval_flip = False  # digits are not mirror-symmetric
     config.eval_rotations = 1  # quarter turns averaged at test time (recog/views.py): 1, 2 or 4
+    config.orientation_weight = 0.0  # > 0: an orientation head weights those turns (views.py)
     config.grad_accum_steps = 1  # micro-batches per step: same update, less activation memory
     config.ema_decay = 0.0  # > 0 keeps (and evaluates) a moving average of the weights
     config.sharding = "replicated"  # or "fsdp": parameters and optimizer state split over devices
@@ -69,6 +70,12 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
         config.log_every = 10
         config.eval_every = 30
         config.checkpoint_every = 30
+    elif variant == "oriented":
+        # An orientation head (recog/views.py) finds which quarter turn of a digit is upright;
+        # the turns in between come from training with rotations up to 30 degrees.
+        config.orientation_weight = 1.0
+        config.eval_rotations = 4
+        config.data.train_pipeline = "pad_crop(1)|random_rotation(30, fill_mode='constant')"
     elif variant:
-        raise ValueError(f"unknown variant {variant!r}; variants: quick")
+        raise ValueError(f"unknown variant {variant!r}; variants: quick, oriented")
     return config

@@ -63,7 +63,7 @@ def grad_cam(
     feature_maps = [model.features(view.apply(images)).astype(jnp.float32) for view in eval_views]
 
     def logits_of(maps):
-        return views.combine([model.classify(m) for m in maps], orientation_head)
+        return views.combine([model.classify(m) for m in maps], eval_views, orientation_head)
 
     logits = logits_of(feature_maps)
     predicted = jnp.argmax(logits, -1)

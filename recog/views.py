@@ -21,6 +21,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from recog.errors import UserError
 
@@ -73,21 +74,42 @@ def has_orientation_head(config: ml_collections.ConfigDict) -> bool:
     return config.get("orientation_weight", 0.0) > 0
 
 
-def combine(outputs: Sequence[jnp.ndarray], orientation_head: bool = False) -> jnp.ndarray:
-    """Class logits from the model's outputs (batch, logits) on each view: their mean, or with an
-    orientation head the class logits weighted by each view's probability of being upright."""
+def turns_from_upright(view: View, image_turns: np.ndarray) -> np.ndarray:
+    """How many anticlockwise quarter turns from upright this view of an image is, for an image
+    `image_turns` from upright: their sum, or with the mirror (which reverses turns) the
+    difference."""
+    direction = -1 if view.mirrored else 1
+    return (view.quarter_turns + direction * image_turns) % ORIENTATIONS
+
+
+def combine(
+    outputs: Sequence[jnp.ndarray], views: tuple[View, ...], orientation_head: bool = False
+) -> jnp.ndarray:
+    """Class logits from the model's outputs (batch, logits) on each of `views`: their mean, or
+    with an orientation head the class logits weighted by the probability that the view is
+    upright. Every view's orientation logits vote on how far the image itself is turned (each
+    view is a known turn of it), and the votes multiply."""
     if not orientation_head:
         return sum(outputs) / len(outputs)
-    upright = jnp.stack([jax.nn.softmax(out[:, -ORIENTATIONS:])[:, 0] for out in outputs])
-    weights = upright / upright.sum(axis=0)
-    return sum(w[:, None] * out[:, :-ORIENTATIONS] for w, out in zip(weights, outputs, strict=True))
+    image_turns = np.arange(ORIENTATIONS)
+    evidence = sum(
+        jax.nn.log_softmax(out[:, -ORIENTATIONS:])[:, turns_from_upright(view, image_turns)]
+        for view, out in zip(views, outputs, strict=True)
+    )
+    image_turn = jax.nn.softmax(evidence)  # (batch, turns of the image)
+    upright = [image_turn[:, np.argmin(turns_from_upright(view, image_turns))] for view in views]
+    total = sum(upright)
+    return sum(
+        (w / total)[:, None] * out[:, :-ORIENTATIONS]
+        for w, out in zip(upright, outputs, strict=True)
+    )
 
 
 def average_logits(
     model, images: jnp.ndarray, views: tuple[View, ...], orientation_head: bool = False
 ) -> jnp.ndarray:
     """The model's class logits over the views of normalised images (see combine)."""
-    return combine([model(view.apply(images)) for view in views], orientation_head)
+    return combine([model(view.apply(images)) for view in views], views, orientation_head)
 
 
 def describe(views: tuple[View, ...], orientation_head: bool = False) -> str:

@@ -40,19 +40,33 @@ def test_undo_maps_each_view_back_onto_the_image():
         np.testing.assert_array_equal(view.undo(view.apply(images)), images)
 
 
-def test_an_orientation_head_counts_each_view_by_how_upright_it_looks():
-    class_logits = [jnp.array([[1.0, 0.0]]) * k for k in range(4)]
-    looks_upright = [-5.0, 5.0, 0.0, -5.0]  # the orientation head's upright logit per view
-    outputs = [
-        jnp.concatenate([c, jnp.array([[u, 0.0, 0.0, 0.0]])], axis=1)
-        for c, u in zip(class_logits, looks_upright, strict=True)
-    ]
-    weights = jax.nn.softmax(jnp.array([[u, 0.0, 0.0, 0.0] for u in looks_upright]))[:, 0]
-    expected = sum(w * c for w, c in zip(weights / weights.sum(), class_logits, strict=True))
-    combined = views.combine(outputs, orientation_head=True)
-    np.testing.assert_allclose(combined, expected, rtol=1e-6)
-    assert combined.shape == (1, 2) and float(weights[1] / weights.sum()) > 0.75
-    np.testing.assert_allclose(views.combine(class_logits), [[1.5, 0.0]])  # no head: the mean
+def head_outputs(views_, image_turn: int, class_logits, wrong=()):
+    """Model outputs on each view of an image turned `image_turn` from upright: class logits,
+    then orientation logits sure of the view's turn (or, for the views in `wrong`, sure that the
+    view is upright)."""
+    outputs = []
+    for view, logits in zip(views_, class_logits, strict=True):
+        turn = 0 if view in wrong else views.turns_from_upright(view, np.array(image_turn))
+        orientation = 3.0 * jax.nn.one_hot(turn, views.ORIENTATIONS)
+        outputs.append(jnp.concatenate([jnp.asarray(logits), orientation])[None])
+    return outputs
+
+
+def test_an_orientation_head_takes_the_view_that_all_views_agree_is_upright():
+    four = views.of(config_of(False, 4))
+    class_logits = [[float(k), 0.0] for k in range(4)]
+    # Turned one quarter turn, the image is upright three more turns on: view 3 is upright. View
+    # 0 wrongly says it is itself upright; the other three outvote it.
+    outputs = head_outputs(four, 1, class_logits, wrong=(four[0],))
+    np.testing.assert_allclose(views.combine(outputs, four, True), [[3.0, 0.0]], atol=0.01)
+    np.testing.assert_allclose(views.combine(outputs, four), np.mean(outputs, axis=0))  # no head
+
+    eight = views.of(config_of(True, 4))
+    class_logits = [[float(v.quarter_turns), 10.0 * v.mirrored] for v in eight]
+    outputs = head_outputs(eight, 1, class_logits)
+    # Upright: view 3 and, since the mirror reverses the image's turn, the mirrored view 1.
+    np.testing.assert_allclose(views.combine(outputs, eight, True), [[2.0, 5.0]], atol=0.01)
+
     config = config_of(True, 1)
     config.orientation_weight = 0.5
     with pytest.raises(UserError, match="set config.eval_rotations=4, not 1"):
