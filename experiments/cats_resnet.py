@@ -137,4 +137,3 @@ def apply_robust_variant(config: ml_collections.ConfigDict) -> None:
     )
     config.eval_flip = False
     config.eval_every = 10 * train_images // config.get_ref("batch_size")
-
