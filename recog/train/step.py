@@ -30,7 +30,7 @@ from recog.train.optim import frozen_paths, make_optimizer, path_name
 State = dict[str, Any]
 Batch = dict[str, jax.Array]
 MATMUL_MODULES = (nnx.Conv, nnx.ConvTranspose, nnx.Linear, nnx.LinearGeneral, nnx.Einsum)
-# With an orientation head, one training image in this many is turned and teaches it; the rest
+# With an orientation head, 1 / TURNED_EVERY of each batch is turned and teaches it; the rest
 # stay upright and teach the classes.
 TURNED_EVERY = 4
 
@@ -77,8 +77,9 @@ def keep_batch_norm_statistics(model: nnx.Module, frozen: set[str]) -> None:
 
 
 def turn_some(images: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Every TURNED_EVERY-th image of the batch turned by 1, 2 or 3 anticlockwise quarter turns
-    (drawn from `key`), the others left upright: (images, turns), the orientation head's labels."""
+    """The last 1 / TURNED_EVERY of the batch turned by 1, 2 or 3 anticlockwise quarter turns
+    (drawn from `key`), the others left upright: (images, turns), the orientation head's labels.
+    Gradient accumulation's micro-batches (examples i, i + n, i + 2n, ...) each get that share."""
     batch, height, width = images.shape[:3]
     if height != width:
         raise UserError(
@@ -86,7 +87,7 @@ def turn_some(images: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
             f"square ones; the train pipeline gives {height}x{width}."
         )
     drawn = jax.random.randint(key, (batch,), 1, views.ORIENTATIONS)
-    turns = jnp.where(jnp.arange(batch) % TURNED_EVERY == TURNED_EVERY - 1, drawn, 0)
+    turns = jnp.where(jnp.arange(batch) >= batch - batch // TURNED_EVERY, drawn, 0)
     every_turn = range(views.ORIENTATIONS)
     selected = jnp.select(
         [turns[:, None, None, None] == k for k in every_turn],
@@ -203,7 +204,7 @@ def build_steps(
             turn_losses = optax.softmax_cross_entropy_with_integer_labels(
                 logits[:, num_classes:], turns
             )
-            loss = (class_losses * upright).sum() / upright.sum()
+            loss = (class_losses * upright).sum() / jnp.maximum(upright.sum(), 1.0)
             loss += orientation_weight * turn_losses.mean()
         else:
             loss = optax.softmax_cross_entropy(logits, targets).mean()
