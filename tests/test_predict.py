@@ -206,6 +206,36 @@ def test_grad_cam_heat_follows_the_evidence_for_the_predicted_class():
         assert picture.size == (48, 32)
 
 
+class TinyOrientedNetwork(nnx.Module):
+    """features/classify with 2 class logits and views.ORIENTATIONS orientation logits."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.conv = nnx.Conv(3, 4, (3, 3), rngs=rngs)
+        self.head = nnx.Linear(4, 2 + views.ORIENTATIONS, rngs=rngs)
+
+    def features(self, images):
+        return nnx.relu(self.conv(images))
+
+    def classify(self, feature_map):
+        return self.head(feature_map.mean(axis=(1, 2)))
+
+    def __call__(self, images):
+        return self.classify(self.features(images))
+
+
+def test_grad_cam_with_an_orientation_head_weighs_the_views_as_the_eval_does():
+    model = TinyOrientedNetwork(nnx.Rngs(0))
+    images = jax.random.normal(jax.random.key(1), (3, 16, 16, 3))
+    config = ml_collections.ConfigDict({"eval_flip": True, "eval_rotations": 4})
+    config.orientation_weight = 1.0
+    eight = views.of(config)
+    probabilities, cams = explain.grad_cam(model, images, eight, orientation_head=True)
+    expected = jax.nn.softmax(views.average_logits(model, images, eight, orientation_head=True))
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-6)
+    assert probabilities.shape == (3, 2) and cams.shape == (3, 16, 16)
+    assert float(cams.min()) >= 0 and float(cams.max()) <= 1
+
+
 def test_every_model_architecture_can_be_explained():
     plugins.load_repo_folder()
     for name in [

@@ -88,10 +88,10 @@ def turn_some(images: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
         )
     drawn = jax.random.randint(key, (batch,), 1, views.ORIENTATIONS)
     turns = jnp.where(jnp.arange(batch) >= batch - batch // TURNED_EVERY, drawn, 0)
-    every_turn = range(views.ORIENTATIONS)
+    quarter_turns = range(views.ORIENTATIONS)
     selected = jnp.select(
-        [turns[:, None, None, None] == k for k in every_turn],
-        [jnp.rot90(images, k, axes=(1, 2)) for k in every_turn],
+        [turns[:, None, None, None] == k for k in quarter_turns],
+        [jnp.rot90(images, k, axes=(1, 2)) for k in quarter_turns],
     )
     return selected, turns
 
@@ -264,13 +264,13 @@ def build_steps(
                 params, state["ema_params"], 1.0 - ema_decay
             )
         correct = jnp.argmax(logits[:, :num_classes], -1) == labels
-        metrics = {"loss": loss, "accuracy": jnp.mean(correct), "grad_norm": optax.tree.norm(grads)}
-        if orientation_head:
-            upright = turns == 0
-            metrics["accuracy"] = jnp.sum(correct & upright) / jnp.sum(upright)
-            metrics["orientation_accuracy"] = jnp.mean(
-                jnp.argmax(logits[:, num_classes:], -1) == turns
-            )
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        if orientation_head:  # accuracy on the upright images, the ones that teach the classes
+            metrics["accuracy"] = jnp.sum(correct & (turns == 0)) / jnp.sum(turns == 0)
+            turn_correct = jnp.argmax(logits[:, num_classes:], -1) == turns
+            metrics["orientation_accuracy"] = jnp.mean(turn_correct)
+        else:
+            metrics["accuracy"] = jnp.mean(correct)
         return new_state, metrics
 
     def make_eval_step(weights: str):
