@@ -59,6 +59,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.label_smoothing = 0.1
     config.eval_flip = True
     config.eval_rotations = 1
+    config.eval_tilt_degrees = 0.0
     config.orientation_weight = 0.0
     config.grad_accum_steps = 1
     config.ema_decay = 0.0

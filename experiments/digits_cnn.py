@@ -32,6 +32,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.label_smoothing = 0.0
     config.eval_flip = False  # digits are not mirror-symmetric
     config.eval_rotations = 1  # quarter turns averaged at test time (recog/views.py): 1, 2 or 4
+    config.eval_tilt_degrees = 0.0  # > 0: each view also tilted by ± this (recog/views.py)
     config.orientation_weight = 0.0  # > 0: an orientation head weights those turns (views.py)
     config.grad_accum_steps = 1  # micro-batches per step: same update, less activation memory
     config.ema_decay = 0.0  # > 0 keeps (and evaluates) a moving average of the weights

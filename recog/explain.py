@@ -55,10 +55,11 @@ def grad_cam(
     """(class probabilities, Grad-CAM heatmaps of each image's most probable class) for
     normalised images (batch, h, w, c); the heatmaps are (batch, h, w), in [0, 1] per image.
 
-    With several `eval_views` (config.eval_flip, config.eval_rotations) the logits are averaged
-    over the views, as the eval averages them, and so are the views' heatmaps, each turned and
-    mirrored back onto the image. With an orientation head the views' logits count as the eval
-    counts them (views.combine), and so each view's heatmap by its weight in the score.
+    With several `eval_views` (config.eval_flip, config.eval_rotations, config.eval_tilt_degrees)
+    the logits are averaged over the views, as the eval averages them, and so are the views'
+    heatmaps, each turned, mirrored and tilted back onto the image. With an orientation head the
+    views' logits count as the eval counts them (views.combine), and so each view's heatmap by
+    its weight in the score.
     """
     feature_maps = [model.features(view.apply(images)).astype(jnp.float32) for view in eval_views]
 

@@ -129,7 +129,8 @@ class Trained:
     @property
     def eval_views(self) -> tuple[views.View, ...]:
         """The views of each image whose logits the run's eval averages (config.eval_flip,
-        config.eval_rotations); predictions average the same, so that they agree with the eval."""
+        config.eval_rotations, config.eval_tilt_degrees); predictions average the same, so that
+        they agree with the eval."""
         return views.of(self.config)
 
     @property

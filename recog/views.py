@@ -6,7 +6,13 @@ robustness, predict, export and Grad-CAM.
   Right-angle turns move pixels without resampling, so a network trained on turned images gives
   exactly the same prediction for an image and its turns by 90 degrees when all four are averaged.
 
-The views are the product of the two: eval_flip and eval_rotations=4 average eight.
+- config.eval_tilt_degrees > 0: each of those also tilted by plus and minus that many degrees
+  about its centre (bilinear, corners black, as a photo turned by those degrees): three times the
+  views. A network that is invariant to quarter turns (p4m_resnet18) then sees a photo turned by
+  any multiple of the tilt, up to its corners, the way it sees the upright one.
+
+The views are the product of the three: eval_flip and eval_rotations=4 average eight, and 24 with
+a tilt.
 
 - config.orientation_weight > 0: the model has an orientation head (ORIENTATIONS more logits
   after the classes, trained to say which quarter turn a view is; recog/train/step.py), and each
@@ -29,29 +35,68 @@ ROTATION_COUNTS = (1, 2, 4)
 ORIENTATIONS = 4  # the orientation head's classes: 0, 1, 2 or 3 anticlockwise quarter turns
 
 
+def tilt(images: jnp.ndarray, degrees: float, fill=0.0) -> jnp.ndarray:
+    """images (batch, height, width, ...) turned anticlockwise by `degrees` about their centre,
+    as recog.augment.geometry.rotation_matrix turns them: bilinear, and what comes from outside
+    the image takes the value `fill` (broadcast against the trailing axes)."""
+    if not degrees:
+        return images
+    height, width = images.shape[1:3]
+    radians = np.deg2rad(degrees)
+    cos, sin = np.cos(radians), np.sin(radians)
+    y, x = np.mgrid[:height, :width].astype(np.float64)
+    centre_y, centre_x = (height - 1) / 2, (width - 1) / 2
+    source_x = cos * (x - centre_x) - sin * (y - centre_y) + centre_x
+    source_y = sin * (x - centre_x) + cos * (y - centre_y) + centre_y
+    top, left = np.floor(source_y), np.floor(source_x)
+    fill = jnp.asarray(fill, images.dtype)
+    shifted = images - fill
+    out = jnp.zeros_like(images)
+    trailing = (None,) * (images.ndim - 3)
+    for row, row_weight in ((top, 1 - (source_y - top)), (top + 1, source_y - top)):
+        for column, column_weight in ((left, 1 - (source_x - left)), (left + 1, source_x - left)):
+            inside = (row >= 0) & (row < height) & (column >= 0) & (column < width)
+            weight = np.where(inside, row_weight * column_weight, 0.0).astype(images.dtype)
+            rows = np.clip(row, 0, height - 1).astype(np.int32)
+            columns = np.clip(column, 0, width - 1).astype(np.int32)
+            out = out + weight[(None, ..., *trailing)] * shifted[:, rows, columns]
+    return out + fill
+
+
 class View(NamedTuple):
     quarter_turns: int  # anticlockwise
     mirrored: bool  # left-right, before the turn
+    tilt_degrees: float = 0.0  # anticlockwise, before the mirror
+    fill: tuple[float, ...] = (0.0,)  # the tilt's corners: black, as the model's inputs hold it
 
     def apply(self, images: jnp.ndarray) -> jnp.ndarray:
         """This view of images (batch, height, width, ...)."""
+        images = tilt(images, self.tilt_degrees, self.fill)
         if self.mirrored:
             images = images[:, :, ::-1]
         return jnp.rot90(images, self.quarter_turns, axes=(1, 2))
 
     def undo(self, maps: jnp.ndarray) -> jnp.ndarray:
-        """Maps (batch, height, width, ...) computed on this view, back onto the image."""
+        """Maps (batch, height, width) computed on this view, back onto the image (the tilt's
+        corners, which show nothing of the image, are dropped)."""
         maps = jnp.rot90(maps, -self.quarter_turns, axes=(1, 2))
-        return maps[:, :, ::-1] if self.mirrored else maps
+        maps = maps[:, :, ::-1] if self.mirrored else maps
+        return tilt(maps, -self.tilt_degrees)
 
 
 UPRIGHT = (View(0, False),)
 
 
 def of(config: ml_collections.ConfigDict) -> tuple[View, ...]:
-    """The views config.eval_flip and config.eval_rotations ask for (a config written before
-    either existed has the upright view only)."""
+    """The views config.eval_flip, config.eval_rotations and config.eval_tilt_degrees ask for (a
+    config written before any of them existed has the upright view only)."""
     rotations = config.get("eval_rotations", 1)
+    tilt_degrees = float(config.get("eval_tilt_degrees", 0.0))
+    if not 0 <= tilt_degrees < 90:
+        raise UserError(
+            f"config.eval_tilt_degrees must be at least 0 and under 90 (0: no tilted views), not "
+            f"{tilt_degrees!r}."
+        )
     if rotations not in ROTATION_COUNTS:
         raise UserError(
             f"config.eval_rotations must be one of {ROTATION_COUNTS} (evenly spaced quarter "
@@ -64,9 +109,19 @@ def of(config: ml_collections.ConfigDict) -> tuple[View, ...]:
             f"config.eval_rotations={ORIENTATIONS}, not {rotations!r}."
         )
     mirrors = (False, True) if config.get("eval_flip", False) else (False,)
+    tilts = (0.0, tilt_degrees, -tilt_degrees) if tilt_degrees else (0.0,)
+    fill = tuple(black(config)) if tilt_degrees else (0.0,)
     return tuple(
-        View(turn * 4 // rotations, mirrored) for turn in range(rotations) for mirrored in mirrors
+        View(turn * 4 // rotations, mirrored, degrees, fill)
+        for turn in range(rotations)
+        for mirrored in mirrors
+        for degrees in tilts
     )
+
+
+def black(config: ml_collections.ConfigDict) -> np.ndarray:
+    """A black pixel as the model sees it: normalised by config.data.mean and std (of 0-1)."""
+    return -np.asarray(config.data.mean, np.float64) / np.asarray(config.data.std, np.float64)
 
 
 def has_orientation_head(config: ml_collections.ConfigDict) -> bool:
@@ -113,9 +168,12 @@ def average_logits(
 
 
 def describe(views: tuple[View, ...], orientation_head: bool = False) -> str:
-    """For logs and export metadata: 'upright', 'upright and mirrored, 4 quarter turns each'."""
+    """For logs and export metadata: 'upright', 'upright and mirrored, 4 quarter turns each',
+    'upright, each also tilted by ±30 degrees'."""
     turns = len({view.quarter_turns for view in views})
     mirrored = any(view.mirrored for view in views)
     text = "upright and mirrored" if mirrored else "upright"
     text = text if turns == 1 else f"{text}, {turns} evenly spaced quarter turns each"
+    tilt_degrees = max(view.tilt_degrees for view in views)
+    text = f"{text}, each also tilted by ±{tilt_degrees:g} degrees" if tilt_degrees else text
     return f"{text}, weighted by the orientation head" if orientation_head else text

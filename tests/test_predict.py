@@ -170,8 +170,8 @@ def test_grad_cam_heat_follows_the_evidence_for_the_predicted_class():
     it: as strong per pixel, so CAM without gradients, or |gradients|, or the other class, would
     light it up too) trade places; the heat must stay on the bright one, mapped back through a
     resize-and-crop eval pipeline onto the 32x48 image, and be 0 where the crop cut away; also
-    when the mirrored and turned views' heatmaps are averaged in (config.eval_flip,
-    config.eval_rotations)."""
+    when the mirrored, turned and tilted views' heatmaps are averaged in (config.eval_flip,
+    config.eval_rotations, config.eval_tilt_degrees)."""
     preprocessing = inference.Preprocessing("resize_small(16)|center_crop(16)", 1, None)
     seen_columns = slice(6, 42)  # 32x48 -> 16x24 -> its middle 16, and the resize filter's reach
     places = {
@@ -183,7 +183,12 @@ def test_grad_cam_heat_follows_the_evidence_for_the_predicted_class():
     opposite = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
     model = BrightVersusDark()
     all_eight = views.of(ml_collections.ConfigDict({"eval_flip": True, "eval_rotations": 4}))
-    for (place, box), eval_views in itertools.product(places.items(), [views.UPRIGHT, all_eight]):
+    tilted = ml_collections.ConfigDict({"eval_flip": True, "eval_tilt_degrees": 20.0})
+    # Corners filled with mid-grey (normalised 0) rather than black, which this model would count
+    # as evidence of "dark".
+    tilted.data = ml_collections.ConfigDict({"mean": (0.0,), "std": (1.0,)})
+    all_views = [views.UPRIGHT, all_eight, views.of(tilted)]
+    for (place, box), eval_views in itertools.product(places.items(), all_views):
         far = places[opposite[place]]
         dark = (slice(far[0].start + 1, far[0].stop - 1), slice(far[1].start + 1, far[1].stop - 1))
         rgb = two_blobs(box, dark)

@@ -1,5 +1,6 @@
-"""Test-time views (config.eval_flip, config.eval_rotations), and the robust cats recipe: on data
-whose orientation misleads, turned photos are recognised where the upright-only recipe fails."""
+"""Test-time views (config.eval_flip, config.eval_rotations, config.eval_tilt_degrees), and the
+robust cats recipe: on data whose orientation misleads, turned photos are recognised where the
+upright-only recipe fails."""
 
 import json
 
@@ -8,11 +9,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import run_binary
 from flax import nnx
 from PIL import Image
 
 from recog import experiments, views
+from recog.augment import geometry
 from recog.errors import UserError
 
 
@@ -32,6 +35,59 @@ def test_views_are_the_product_of_mirrors_and_quarter_turns():
     assert views.describe(eight) == "upright and mirrored, 4 evenly spaced quarter turns each"
     with pytest.raises(UserError, match="eval_rotations must be one of"):
         views.of(config_of(False, 3))
+
+
+def tilted_config(tilt_degrees: float) -> ml_collections.ConfigDict:
+    config = config_of(True, 4)
+    config.eval_tilt_degrees = tilt_degrees
+    config.data = ml_collections.ConfigDict({"mean": (0.2, 0.4, 0.6), "std": (0.5, 0.25, 0.2)})
+    return config
+
+
+def test_tilted_views_add_each_view_turned_both_ways_with_black_corners():
+    tilted = views.of(tilted_config(30.0))
+    assert len(set(tilted)) == 24
+    assert {v.tilt_degrees for v in tilted} == {0.0, 30.0, -30.0}
+    assert views.describe(tilted) == (
+        "upright and mirrored, 4 evenly spaced quarter turns each, each also tilted by ±30 degrees"
+    )
+    assert views.of(tilted_config(0.0)) == views.of(config_of(True, 4))
+    with pytest.raises(UserError, match="eval_tilt_degrees must be at least 0 and under 90"):
+        views.of(tilted_config(90.0))
+    # The corners a tilt uncovers are black as the model sees black: normalised 0.
+    white = jnp.full((1, 32, 32, 3), 1.0)
+    corner = tilted[1].apply(white)[0, 0, 0]
+    np.testing.assert_allclose(corner, [-0.4, -1.6, -3.0], rtol=1e-6)
+
+
+def test_a_tilt_turns_images_as_the_rotation_augmentation_and_the_robustness_eval_do():
+    images = np.random.default_rng(0).uniform(0, 255, (2, 20, 26, 3)).astype(np.float32)
+    for degrees in (30.0, -30.0, 135.0):
+        expected = [
+            geometry.warp(tf.constant(image), geometry.rotation_matrix(image, degrees)).numpy()
+            for image in images
+        ]
+        np.testing.assert_allclose(views.tilt(images, degrees), expected, atol=1e-3)
+    # what the tilt uncovers takes the fill, and a view's undo turns a map back
+    y, x = np.mgrid[:24, :24]
+    blob = np.exp(-((y - 9) ** 2 + (x - 14) ** 2) / 8.0).astype(np.float32)[None]
+    view = views.View(1, True, 30.0)
+    back = np.asarray(view.undo(view.apply(blob)))[0]
+    assert np.unravel_index(np.argmax(back), back.shape) == (9, 14)
+    assert back[0, 0] == 0.0
+
+
+def test_tilted_views_lower_for_accelerators():
+    tilted = views.of(tilted_config(30.0))
+
+    def mean_colour(images):
+        return images.mean(axis=(1, 2))
+
+    average = jax.jit(lambda images: views.average_logits(mean_colour, images, tilted))
+    images = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+    for platform in ("tpu", "cuda"):
+        text = average.trace(images).lower(lowering_platforms=(platform,)).as_text()
+        assert "stablehlo.gather" in text and "custom_call" not in text
 
 
 def test_undo_maps_each_view_back_onto_the_image():
