@@ -26,7 +26,7 @@ def test_derived_values_follow_the_batch_size_they_derive_from():
     assert cpu.num_steps == 85 * 2_000 // 32 and cpu.eval_every == 5 * 2_000 // 32
     assert cpu.checkpoint_every == cpu.eval_every
     robust = experiments.load("cats_resnet:robust_cpu", ["batch_size=32"])
-    assert robust.num_steps == 85 * 2_000 // 32 and robust.eval_every == 10 * 2_000 // 32
+    assert robust.num_steps == 84 * 2_000 // 32 and robust.eval_every == 21 * 2_000 // 32
     # A value set on its own wins, whichever order the overrides come in.
     for overrides in (
         ["optimizer.lr=0.3", "batch_size=128"],
