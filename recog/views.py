@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from recog.augment import device_randaugment
 from recog.errors import UserError
 
 ROTATION_COUNTS = (1, 2, 4)
@@ -36,31 +37,17 @@ ORIENTATIONS = 4  # the orientation head's classes: 0, 1, 2 or 3 anticlockwise q
 
 
 def tilt(images: jnp.ndarray, degrees: float, fill=0.0) -> jnp.ndarray:
-    """images (batch, height, width, ...) turned anticlockwise by `degrees` about their centre,
-    as recog.augment.geometry.rotation_matrix turns them: bilinear, and what comes from outside
-    the image takes the value `fill` (broadcast against the trailing axes)."""
+    """images (batch, height, width, channels) or maps (batch, height, width) turned
+    anticlockwise by `degrees` about their centre, as the rotation augmentation and the robustness
+    eval turn photos: bilinear, and what comes from outside the image takes the value `fill`."""
     if not degrees:
         return images
-    height, width = images.shape[1:3]
-    radians = np.deg2rad(degrees)
-    cos, sin = np.cos(radians), np.sin(radians)
-    y, x = np.mgrid[:height, :width].astype(np.float64)
-    centre_y, centre_x = (height - 1) / 2, (width - 1) / 2
-    source_x = cos * (x - centre_x) - sin * (y - centre_y) + centre_x
-    source_y = sin * (x - centre_x) + cos * (y - centre_y) + centre_y
-    top, left = np.floor(source_y), np.floor(source_x)
+    maps = images.ndim == 3
+    images = images[..., None] if maps else images
+    matrix = device_randaugment.rotation_matrix(images[0], degrees)
     fill = jnp.asarray(fill, images.dtype)
-    shifted = images - fill
-    out = jnp.zeros_like(images)
-    trailing = (None,) * (images.ndim - 3)
-    for row, row_weight in ((top, 1 - (source_y - top)), (top + 1, source_y - top)):
-        for column, column_weight in ((left, 1 - (source_x - left)), (left + 1, source_x - left)):
-            inside = (row >= 0) & (row < height) & (column >= 0) & (column < width)
-            weight = np.where(inside, row_weight * column_weight, 0.0).astype(images.dtype)
-            rows = np.clip(row, 0, height - 1).astype(np.int32)
-            columns = np.clip(column, 0, width - 1).astype(np.int32)
-            out = out + weight[(None, ..., *trailing)] * shifted[:, rows, columns]
-    return out + fill
+    turned = jax.vmap(lambda image: device_randaugment.warp(image, matrix, fill))(images)
+    return turned[..., 0] if maps else turned
 
 
 class View(NamedTuple):

@@ -27,9 +27,10 @@ def _grey(image):
     return jnp.broadcast_to((image @ GREY_WEIGHTS)[..., None], image.shape)
 
 
-def warp(image, matrix):
+def warp(image, matrix, fill=FILL):
     """Output pixel (x, y) takes the input at (a0 x + a1 y + a2, b0 x + b1 y + b2), bilinear,
-    with FILL outside the image: TensorFlow's ImageProjectiveTransformV3 with constant fill."""
+    with `fill` (per channel, or one value) outside the image: TensorFlow's
+    ImageProjectiveTransformV3 with constant fill."""
     height, width, _ = image.shape
     a0, a1, a2, b0, b1, b2 = matrix
     ys, xs = jnp.mgrid[0:height, 0:width].astype(jnp.float32)
@@ -40,7 +41,7 @@ def warp(image, matrix):
         inside = (row >= 0) & (row < height) & (col >= 0) & (col < width)
         rows = jnp.clip(row, 0, height - 1).astype(jnp.int32)
         cols = jnp.clip(col, 0, width - 1).astype(jnp.int32)
-        return jnp.where(inside[..., None], image[rows, cols], FILL)
+        return jnp.where(inside[..., None], image[rows, cols], fill)
 
     wx, wy = (x - x0)[..., None], (y - y0)[..., None]
     top = (1 - wx) * read(y0, x0) + wx * read(y0, x0 + 1)
@@ -48,7 +49,9 @@ def warp(image, matrix):
     return (1 - wy) * top + wy * bottom
 
 
-def _rotation(image, degrees):
+def rotation_matrix(image, degrees):
+    """The warp matrix that turns `image` anticlockwise by `degrees` about its centre
+    (recog.augment.geometry.rotation_matrix in JAX)."""
     radians = degrees * (jnp.pi / 180.0)
     height, width = image.shape[0] - 1.0, image.shape[1] - 1.0
     cos, sin = jnp.cos(radians), jnp.sin(radians)
@@ -95,7 +98,7 @@ def _equalize(image, strength, sign):
 
 
 def _rotate(image, strength, sign):
-    return warp(image, _rotation(image, sign * strength * 30.0))
+    return warp(image, rotation_matrix(image, sign * strength * 30.0))
 
 
 def _solarize(image, strength, sign):
