@@ -97,18 +97,18 @@ def of(config: ml_collections.ConfigDict) -> tuple[View, ...]:
         )
     mirrors = (False, True) if config.get("eval_flip", False) else (False,)
     tilts = (0.0, tilt_degrees, -tilt_degrees) if tilt_degrees else (0.0,)
-    fill = tuple(black(config)) if tilt_degrees else (0.0,)
+    # What a tilt uncovers is black as the model sees it, as train.step.normalize maps a 0 pixel.
+    fill = (
+        tuple(-np.asarray(config.data.mean) / np.asarray(config.data.std))
+        if tilt_degrees
+        else (0.0,)
+    )
     return tuple(
         View(turn * 4 // rotations, mirrored, degrees, fill)
         for turn in range(rotations)
         for mirrored in mirrors
         for degrees in tilts
     )
-
-
-def black(config: ml_collections.ConfigDict) -> np.ndarray:
-    """A black pixel as the model sees it: normalised by config.data.mean and std (of 0-1)."""
-    return -np.asarray(config.data.mean, np.float64) / np.asarray(config.data.std, np.float64)
 
 
 def has_orientation_head(config: ml_collections.ConfigDict) -> bool:
