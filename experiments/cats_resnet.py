@@ -18,9 +18,11 @@ commonly reported at 95-97%.
 Variant `cpu`: tuned to get the most out of a 2-core CPU on about 2,000 training photos. A
 half-width ResNet-18 (2.8M parameters) at 96 px, batch 64, 85 epochs of inception crops and flips,
 SGD with Nesterov momentum, label smoothing, flip test-time augmentation. Measured on a 2-core
-AVX-512 machine with ../shared/data/cats_dogs (train/ 2,000 photos, validation/ 1,000): 86.1%
-validation accuracy (best 86.3%; 85% first reached at 13.5 minutes), 16.6 minutes in all, compile
-and data preparation included; the curve is in benchmarks/README.md.
+AVX-512 machine with ../shared/data/cats_dogs (train/ 2,000 photos, validation/ 1,000), 2026-12-07
+(`python benchmarks/time_to_accuracy.py --target=0.85 -- --experiment=cats_resnet:cpu
+--config.data.dir=../shared/data/cats_dogs`): 86.5% validation accuracy (85% first reached at
+13.1 minutes), 16.6 minutes in all, compile and data preparation included; the curve is in
+benchmarks/README.md.
 
 Variant `robust_cpu`: the `cpu` recipe with a p4m group-equivariant ResNet-18 (`p4m_resnet18`,
 width 4, head width 128: the same logits for every quarter turn and mirror image), 84 epochs of
