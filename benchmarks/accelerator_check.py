@@ -32,15 +32,15 @@ CONVOLUTIONS = 158
 def lowered_train_gradient(name: str, platform: str) -> str:
     """The StableHLO of a train-mode parameter gradient of `name` on 2 32x32 images, lowered for
     `platform` (possible on any host: nothing is compiled)."""
-    graphdef, state = nnx.split(info.abstract_model(name, 10))
+    graphdef, params, rest = nnx.split(info.abstract_model(name, 10), nnx.Param, ...)
 
-    def loss(state, images):
-        model = nnx.merge(graphdef, state, copy=True)
+    def loss(params, rest, images):
+        model = nnx.merge(graphdef, params, rest, copy=True)
         model.train()
         return model(images).sum()
 
     images = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
-    traced = jax.jit(jax.grad(loss)).trace(state, images)
+    traced = jax.jit(jax.grad(loss)).trace(params, rest, images)
     return traced.lower(lowering_platforms=(platform,)).as_text()
 
 
