@@ -22,9 +22,8 @@ from recog.plugins import package_folder
 
 EXPERIMENTS_PACKAGE = "recog_experiments"  # the repository's experiments/ folder
 # Keys every experiment has, so that --config.KEY overrides them anywhere; an experiment may set
-# its own value (init_from=None: it needs pretrained weights). See recog/train/init_from.py and
-# recog/train/optim.py.
-COMMON_DEFAULTS = {"init_from": "", "freeze": "", "lr_factors": ()}
+# its own value. See recog/train/init_from.py, recog/train/optim.py and recog/train/step.py.
+COMMON_DEFAULTS = {"init_from": "", "freeze": "", "lr_factors": (), "frozen_batch_stats": False}
 
 
 def available() -> list[str]:

@@ -2,6 +2,7 @@
 
     python -m recog.export --workdir=workdirs/digits_cnn --out=exported/digits.jax
     python -m recog.export --workdir=DIR --out=model.jax --weights=ema --platforms=cpu,cuda
+    python -m recog.export --pretrained=efficientnet_lite0:imagenet --out=lite0.jax
 
 writes two files:
 
@@ -31,7 +32,8 @@ Load and run it anywhere with a compatible JAX (CPU by default; --platforms adds
 The checkpoint is the best by config.best_metric (the latest where no checkpoint was saved with
 eval metrics) unless --step names another; the log says which it took, best or latest, and the
 .json records its "step" and why ("checkpoint"). --weights=ema exports the moving average of the
-weights when the run kept one.
+weights when the run kept one. --pretrained=MODEL:TAG exports named pretrained weights
+(recog/pretrained.py) with their own classes (ImageNet's 1,000, in words) instead of a run.
 """
 
 import json
@@ -47,6 +49,9 @@ from recog.errors import UserError
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's work directory.")
+_PRETRAINED = flags.DEFINE_string(
+    "pretrained", None, "Named pretrained weights instead of a work directory: MODEL:TAG."
+)
 _OUT = flags.DEFINE_string("out", None, "Where the artifact goes; its .json goes beside it.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the best one).")
 _WEIGHTS = flags.DEFINE_enum(
@@ -124,30 +129,32 @@ def describe(trained: inference.Trained, exported: jax.export.Exported) -> dict:
         "step": trained.step,
         "checkpoint": trained.chosen_because,
         "weights": trained.weights,
+        "pretrained": trained.pretrained,
     }
 
 
 def main(argv: list[str]) -> None:
     del argv
-    if not _WORKDIR.value or not _OUT.value:
-        raise UserError("--workdir (a training run) and --out (the file to write) are required.")
+    if not _OUT.value:
+        raise UserError("--out (the file to write) is required.")
     out = epath.Path(_OUT.value)
     info_path = out.with_suffix(".json")
     if info_path == out:
         raise UserError(f"--out={out} would be overwritten by its description; use another suffix.")
-    trained = inference.load(
-        _WORKDIR.value, step=_STEP.value, weights=_WEIGHTS.value, extra_plugins=_PLUGINS.value
+    trained = inference.load_either(
+        _WORKDIR.value,
+        _PRETRAINED.value,
+        step=_STEP.value,
+        weights=_WEIGHTS.value,
+        extra_plugins=_PLUGINS.value,
     )
     exported = export(trained, _PLATFORMS.value, _BATCH_SIZE.value)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(bytes(exported.serialize()))
     info_path.write_text(json.dumps(describe(trained, exported), indent=2))
     logging.info(
-        "Exported step %d of %s: %s (--step=N for another); %s weights; to %s (%s) for %s",
-        trained.step,
-        trained.workdir,
-        trained.chosen_because,
-        trained.weights,
+        "Exported %s; to %s (%s) for %s",
+        trained.provenance,
         out,
         info_path.name,
         ", ".join(exported.platforms),

@@ -17,10 +17,11 @@ import numpy as np
 import tensorflow as tf
 from flax import nnx
 
-from recog import augment, plugins, views
+from recog import augment, plugins, pretrained, views
 from recog.data import decode
 from recog.errors import UserError
-from recog.train import checkpoint
+from recog.train import checkpoint, init_from
+from recog.train.optim import path_name
 from recog.train.step import create_model, normalize
 
 WEIGHTS = ("raw", "ema")
@@ -117,6 +118,17 @@ class Trained:
     params: nnx.State
     model_state: nnx.State
     preprocessing: Preprocessing
+    pretrained: str | None = None  # MODEL:TAG where named pretrained weights, not a run
+
+    @property
+    def provenance(self) -> str:
+        """Which weights, for the logs."""
+        if self.pretrained:
+            return f"the pretrained weights {self.pretrained}: {self.chosen_because}"
+        return (
+            f"step {self.step} of {self.workdir}: {self.chosen_because} (--step=N for another); "
+            f"{self.weights} weights"
+        )
 
     def model(self, params: nnx.State, model_state: nnx.State) -> nnx.Module:
         """The eval-mode model on these (possibly traced) weights; call it inside jit."""
@@ -156,35 +168,6 @@ class Trained:
         return lambda images: np.asarray(compiled(self.params, self.model_state, images))
 
 
-def choose_step(mngr, config: ml_collections.ConfigDict, workdir, step: int | None) -> int:
-    """`step` when the work directory has it; by default the best by config.best_metric (the
-    newest when no checkpoint was saved with eval metrics)."""
-    available = sorted(mngr.all_steps())
-    if not available:
-        raise UserError(f"{workdir} holds no checkpoint yet; train it with recog.main first.")
-    if step is not None:
-        if step not in available:
-            raise UserError(
-                f"{workdir} has no checkpoint at step {step}; its checkpoints are at steps "
-                f"{', '.join(map(str, available))}."
-            )
-        return step
-    best = checkpoint.best_step(mngr, config.best_metric)
-    return max(available) if best is None else best
-
-
-def why_chosen(mngr, config: ml_collections.ConfigDict, chosen: int, asked: int | None) -> str:
-    """What choose_step's choice is, for the logs: the best or the latest, or the one asked for."""
-    if asked is not None:
-        return "as asked"
-    latest = max(mngr.all_steps())
-    value = (mngr.metrics(chosen) or {}).get(config.best_metric)
-    if value is None:
-        return "the latest; no checkpoint was saved with eval metrics"
-    best = f"the best by {config.best_metric} ({value:.4g})"
-    return f"{best}, also the latest" if chosen == latest else f"{best}; the latest is {latest}"
-
-
 def load(
     workdir: str | os.PathLike,
     *,
@@ -192,8 +175,8 @@ def load(
     weights: str = "raw",
     extra_plugins: list[str] | None = None,
 ) -> Trained:
-    """Reads the run's config, class names and a checkpoint (see choose_step) from `workdir`;
-    `weights="ema"` takes the moving average of the weights, when the run kept one."""
+    """Reads the run's config, class names and a checkpoint (checkpoint.choose_step) from
+    `workdir`; `weights="ema"` takes the moving average of the weights, when the run kept one."""
     if weights not in WEIGHTS:
         raise UserError(f"--weights must be one of {', '.join(WEIGHTS)}, not {weights!r}.")
     config = checkpoint.read_config(workdir)
@@ -224,14 +207,14 @@ def load(
         {weights_key: params, "model_state": model_state},
     )
     mngr = checkpoint.manager(workdir, for_reading=True)
-    chosen = choose_step(mngr, config, workdir, step)
+    chosen = checkpoint.choose_step(mngr, config, workdir, step)
     state = checkpoint.restore(mngr, chosen, wanted, workdir, weights_only=True)
     return Trained(
         workdir=str(workdir),
         config=config,
         class_names=class_names,
         step=chosen,
-        chosen_because=why_chosen(mngr, config, chosen, step),
+        chosen_because=checkpoint.why_chosen(mngr, config, chosen, step),
         weights=weights,
         graphdef=graphdef,
         params=state[weights_key],
@@ -242,3 +225,74 @@ def load(
             size=None if None in size else tuple(size),
         ),
     )
+
+
+def load_pretrained(name: str, *, extra_plugins: list[str] | None = None) -> Trained:
+    """Named pretrained weights (recog/pretrained.py) as a model that recognises their own
+    classes (ImageNet's, in words), with the preprocessing they were evaluated with."""
+    plugins.load_all(list(extra_plugins or []))  # a plugin may register the weights
+    weights = pretrained.get(name)
+    class_names = pretrained.class_names(weights.classes)
+    config = ml_collections.ConfigDict(
+        {
+            "seed": 0,
+            "model": {"name": weights.model, "dtype": "float32"},
+            "data": {
+                "mean": weights.mean,
+                "std": weights.std,
+                "eval_pipeline": weights.eval_pipeline,
+            },
+            "plugins": list(extra_plugins or []),
+        }
+    )
+    abstract_model = nnx.eval_shape(lambda: create_model(config, len(class_names), 3, 0))
+    abstract_model.eval()
+    graphdef, params, _ = nnx.split(abstract_model, nnx.Param, ...)
+
+    @jax.jit
+    def fresh_model_state():  # RNG counters and the like; jit drops the random parameters
+        return nnx.split(create_model(config, len(class_names), 3, 0), nnx.Param, ...)[2]
+
+    model_state = fresh_model_state()
+    targets = init_from.weights_by_path({"params": params, "model_state": model_state})
+    tensors = init_from.file_tensors(pretrained.file_path(name), weights.model, targets)
+    init_from.check_fit(name, weights.model, tensors, targets, set())
+
+    def loaded(key_path, leaf):
+        tensor = tensors.get(path_name(key_path))
+        return leaf if tensor is None else jax.numpy.asarray(tensor.array, leaf.dtype)
+
+    return Trained(
+        workdir=name,
+        config=config,
+        class_names=class_names,
+        step=0,
+        chosen_because=weights.description,
+        weights="raw",
+        graphdef=graphdef,
+        params=jax.tree_util.tree_map_with_path(loaded, params),
+        model_state=jax.tree_util.tree_map_with_path(loaded, model_state),
+        preprocessing=Preprocessing(pipeline=weights.eval_pipeline, channels=3, size=None),
+        pretrained=name,
+    )
+
+
+def load_either(
+    workdir: str | None,
+    pretrained_name: str | None,
+    *,
+    step: int | None,
+    weights: str,
+    extra_plugins: list[str],
+) -> Trained:
+    """What --workdir or --pretrained names, for the binaries that take either."""
+    if bool(workdir) == bool(pretrained_name):
+        raise UserError(
+            "name one of --workdir (a training run) or --pretrained (named weights such as "
+            f"efficientnet_lite0:imagenet; known: {', '.join(pretrained.PRETRAINED)})."
+        )
+    if workdir:
+        return load(workdir, step=step, weights=weights, extra_plugins=extra_plugins)
+    if step is not None or weights != "raw":
+        raise UserError("--step and --weights choose a checkpoint of --workdir; drop them.")
+    return load_pretrained(pretrained_name, extra_plugins=extra_plugins)

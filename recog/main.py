@@ -64,13 +64,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     steps = build_steps(config, source.num_classes, in_channels, mesh)
     checkpoint.check_workdir(workdir, config)
 
-    checkpoints = checkpoint.manager(workdir, config.keep_checkpoints, config.best_metric)
-    state = checkpoint.restore_latest(checkpoints, steps.abstract_state, workdir)
-    if state is None and config.init_from:
-        weights = init_from.load_weights(
+    initial_weights = None
+    if config.init_from and not checkpoint.has_checkpoints(workdir):
+        # Read before the checkpoint manager exists: a source that does not fit is refused with
+        # nothing written to the work directory.
+        initial_weights = init_from.load_weights(
             config, steps.abstract_state, source.class_names, in_channels
         )
-        state = steps.start(*weights)
+    checkpoints = checkpoint.manager(workdir, config.keep_checkpoints, config.best_metric)
+    state = checkpoint.restore_latest(checkpoints, steps.abstract_state, workdir)
+    if state is None and initial_weights is not None:
+        state = steps.start(*initial_weights)
     elif state is None:
         state = steps.init()
     else:

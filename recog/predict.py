@@ -3,6 +3,10 @@
     python -m recog.predict --workdir=workdirs/digits_cnn photo.png more_photos/
     python -m recog.predict --workdir=DIR --format=json --top_k=3 photos/ > predictions.jsonl
     python -m recog.predict --workdir=DIR --explain=heatmaps/ photos/
+    python -m recog.predict --pretrained=efficientnet_lite0:imagenet photo.jpg
+
+--pretrained=MODEL:TAG instead of --workdir recognises with named pretrained weights
+(recog/pretrained.py) and their own classes: ImageNet's 1,000, in words, for the built-in ones.
 
 PATHs are image files or folders, searched recursively for files with an image suffix (.jpg,
 .png, .gif, .bmp, .webp, .tif, ...). Each image is prepared as the run's eval data was: decoded
@@ -45,6 +49,9 @@ from recog.data import decode
 from recog.errors import UserError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's work directory.")
+_PRETRAINED = flags.DEFINE_string(
+    "pretrained", None, "Named pretrained weights instead of a work directory: MODEL:TAG."
+)
 _TOP_K = flags.DEFINE_integer("top_k", 5, "How many of the most probable classes to show.")
 _FORMAT = flags.DEFINE_enum("format", "text", ["text", "json", "csv"], "Output format.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the best one).")
@@ -186,22 +193,18 @@ def csv_rows(record: dict) -> list[tuple]:
 
 def main(argv: list[str]) -> None:
     paths = argv[1:]
-    if not _WORKDIR.value:
-        raise UserError("--workdir is required: the work directory of a training run.")
     if not paths:
         raise UserError("name at least one image file or folder to recognise after the flags.")
     if _TOP_K.value < 1 or _BATCH_SIZE.value < 1:
         raise UserError("--top_k and --batch_size must be at least 1.")
-    trained = inference.load(
-        _WORKDIR.value, step=_STEP.value, weights=_WEIGHTS.value, extra_plugins=_PLUGINS.value
+    trained = inference.load_either(
+        _WORKDIR.value,
+        _PRETRAINED.value,
+        step=_STEP.value,
+        weights=_WEIGHTS.value,
+        extra_plugins=_PLUGINS.value,
     )
-    logging.info(
-        "Recognising with step %d of %s: %s (--step=N for another); %s weights",
-        trained.step,
-        trained.workdir,
-        trained.chosen_because,
-        trained.weights,
-    )
+    logging.info("Recognising with %s", trained.provenance)
     records = recognise(
         trained,
         image_files(paths),

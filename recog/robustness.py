@@ -30,7 +30,7 @@ from etils import epath
 from jax.sharding import NamedSharding
 from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
-from recog import data, inference, parallel
+from recog import data, parallel
 from recog.augment import geometry
 from recog.data.sources import TfdsSource
 from recog.errors import UserError
@@ -207,7 +207,7 @@ def run(
     a `baseline`'s results beside (read_baseline); returns the results."""
     mngr = checkpoint.manager(workdir, for_reading=True)
     latest = max(mngr.all_steps(), default=None)
-    step = inference.choose_step(mngr, config, workdir, latest if step is None else step)
+    step = checkpoint.choose_step(mngr, config, workdir, latest if step is None else step)
     state = checkpoint.restore(mngr, step, steps.abstract_state, workdir, weights_only=True)
     results = {
         "workdir": str(workdir),

@@ -120,11 +120,10 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-def checkpoint_vector(workdir: Path, step: int, parts=("params", "model_state", "opt_state")):
-    """A saved train state as one float64 vector, restored onto this process's first device
-    whatever topology wrote it."""
+def restored_checkpoint(workdir: Path, step: int) -> dict:
+    """A saved train state, restored onto this process's first device whatever topology wrote
+    it."""
     import jax
-    import numpy as np
     import orbax.checkpoint as ocp
 
     path = Path(workdir) / "checkpoints" / str(step) / "default"
@@ -134,6 +133,14 @@ def checkpoint_vector(workdir: Path, step: int, parts=("params", "model_state", 
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
         checkpointer.metadata(path).item_metadata.tree,
     )
-    restored = checkpointer.restore(path, target)
+    return checkpointer.restore(path, target)
+
+
+def checkpoint_vector(workdir: Path, step: int, parts=("params", "model_state", "opt_state")):
+    """A saved train state as one float64 vector (see restored_checkpoint)."""
+    import jax
+    import numpy as np
+
+    restored = restored_checkpoint(workdir, step)
     leaves = jax.tree.leaves({k: restored[k] for k in parts})
     return np.concatenate([np.asarray(leaf, np.float64).ravel() for leaf in leaves])

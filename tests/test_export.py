@@ -11,8 +11,8 @@ import pytest
 from conftest import run_binary
 from PIL import Image
 
-from recog import inference
 from recog.inference import Preprocessing
+from recog.train import checkpoint
 
 
 def test_exported_model_gives_predicts_probabilities(trained_workdir, tmp_path):
@@ -61,7 +61,7 @@ def test_exported_model_gives_predicts_probabilities(trained_workdir, tmp_path):
 
 
 class Checkpoints:
-    """What inference.why_chosen asks of a checkpoint manager: its steps and their metrics."""
+    """What checkpoint.why_chosen asks of a checkpoint manager: its steps and their metrics."""
 
     def __init__(self, metrics: dict[int, dict]):
         self._metrics = metrics
@@ -76,14 +76,14 @@ class Checkpoints:
 def test_the_checkpoint_taken_is_named_best_or_latest():
     config = ml_collections.ConfigDict({"best_metric": "loss"})
     scored = Checkpoints({10: {"loss": 0.5}, 20: {"loss": 0.25}, 30: {"loss": 0.375}})
-    assert inference.choose_step(scored, config, "DIR", None) == 20
+    assert checkpoint.choose_step(scored, config, "DIR", None) == 20
     assert (
-        inference.why_chosen(scored, config, 20, None)
+        checkpoint.why_chosen(scored, config, 20, None)
         == "the best by loss (0.25); the latest is 30"
     )
-    assert inference.why_chosen(scored, config, 10, 10) == "as asked"
+    assert checkpoint.why_chosen(scored, config, 10, 10) == "as asked"
     unscored = Checkpoints({10: None, 20: None})
-    assert inference.choose_step(unscored, config, "DIR", None) == 20
-    assert inference.why_chosen(unscored, config, 20, None) == (
+    assert checkpoint.choose_step(unscored, config, "DIR", None) == 20
+    assert checkpoint.why_chosen(unscored, config, 20, None) == (
         "the latest; no checkpoint was saved with eval metrics"
     )

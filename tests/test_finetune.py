@@ -260,9 +260,13 @@ def test_init_from_a_work_directory_takes_only_the_weights(trained_workdir, capl
         load(resnet, str(workdir), steps.abstract_state, classes, 1)
 
 
-def test_a_finetune_experiment_says_what_to_pass_and_every_experiment_takes_init_from(tmp_path):
-    with pytest.raises(UserError, match="needs pretrained weights: pass --config.init_from=PATH"):
-        train(experiments.load("cats_finetune:cpu"), str(tmp_path / "run"))
+def test_named_weights_that_cannot_be_had_stop_the_run_first_and_every_experiment_takes_init_from(
+    tmp_path, offline, monkeypatch
+):
+    monkeypatch.setenv("RECOG_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(UserError, match="could not download the weights resnet50:imagenet") as e:
+        train(experiments.load("cats_finetune:resnet50"), str(tmp_path / "run"))
+    assert str(tmp_path / "cache" / "weights" / "resnet50-11ad3fa6.pth") in str(e.value)
     assert not (tmp_path / "run").exists()
     with pytest.raises(UserError, match="config.init_from: /nowhere/w.pth does not exist"):
         train(experiments.load("digits_cnn", ["init_from=/nowhere/w.pth"]), str(tmp_path / "run"))

@@ -171,5 +171,5 @@ def test_constraints_pin_what_ci_installs_and_ci_and_readme_use_them():
         # A local label is the same release's build (torch's CPU wheel is 2.13.0+cpu).
         assert metadata.version(name).split("+")[0] == version, name
     ci = (REPO / ".ci" / "run").read_text().splitlines()[-1]
-    assert ".venv/bin/pip install -q -c constraints.txt -e '.[test]'" in ci
+    assert ".venv/bin/pip install -q -c constraints.txt -e '.[test,pretrained]'" in ci
     assert ci in (REPO / "README.md").read_text().splitlines()

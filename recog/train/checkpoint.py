@@ -43,6 +43,11 @@ def checkpoint_dir(workdir: str | os.PathLike) -> epath.Path:
     return workdir_path(workdir) / "checkpoints"
 
 
+def has_checkpoints(workdir: str | os.PathLike) -> bool:
+    checkpoints = checkpoint_dir(workdir)
+    return checkpoints.is_dir() and any(checkpoints.iterdir())
+
+
 def lower_is_better(metric: str) -> bool:
     return "loss" in metric or "error" in metric or "ece" in metric
 
@@ -244,3 +249,32 @@ def read_dataset_info(workdir: str | os.PathLike) -> dict:
     if not path.is_file():
         raise UserError(f"{workdir} has no {DATASET_FILE}; was it written by recog.main?")
     return json.loads(path.read_text())
+
+
+def choose_step(mngr, config: ml_collections.ConfigDict, workdir, step: int | None) -> int:
+    """`step` when the work directory has it; by default the best by config.best_metric (the
+    newest when no checkpoint was saved with eval metrics)."""
+    available = sorted(mngr.all_steps())
+    if not available:
+        raise UserError(f"{workdir} holds no checkpoint yet; train it with recog.main first.")
+    if step is not None:
+        if step not in available:
+            raise UserError(
+                f"{workdir} has no checkpoint at step {step}; its checkpoints are at steps "
+                f"{', '.join(map(str, available))}."
+            )
+        return step
+    best = best_step(mngr, config.best_metric)
+    return max(available) if best is None else best
+
+
+def why_chosen(mngr, config: ml_collections.ConfigDict, chosen: int, asked: int | None) -> str:
+    """What choose_step's choice is, for the logs: the best or the latest, or the one asked for."""
+    if asked is not None:
+        return "as asked"
+    latest = max(mngr.all_steps())
+    value = (mngr.metrics(chosen) or {}).get(config.best_metric)
+    if value is None:
+        return "the latest; no checkpoint was saved with eval metrics"
+    best = f"the best by {config.best_metric} ({value:.4g})"
+    return f"{best}, also the latest" if chosen == latest else f"{best}; the latest is {latest}"

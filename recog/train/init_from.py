@@ -5,6 +5,8 @@
     --config.init_from=DIR@STEP    that work directory's checkpoint of step STEP
     --config.init_from=FILE        a PyTorch state dict (.pth, .pt, .bin) or a .safetensors file,
                                    in the layout of the model's converter (recog.torch_weights)
+    --config.init_from=MODEL:TAG   named pretrained weights (recog/pretrained.py), such as
+                                   efficientnet_lite0:imagenet: a file of a package or a URL
 
 Nothing else is taken: the run starts at step 0 with a fresh optimizer, moving average and RNG
 state. Every parameter and BatchNorm statistic of the model must come from the source with its
@@ -26,9 +28,8 @@ from etils import epath
 from flax import nnx
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from recog import experiments
+from recog import pretrained
 from recog.errors import UserError
-from recog.inference import choose_step
 from recog.torch_weights import (
     PICKLE_SUFFIXES,
     SAFETENSORS_SUFFIX,
@@ -46,21 +47,30 @@ LISTED = 8  # problems of each kind named in an error, before "and N more"
 
 
 def check(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Stops before anything is prepared where config.init_from is None (what an experiment that
-    only makes sense fine-tuned sets), or names nothing that exists for a run that starts."""
+    """Stops before anything is prepared where config.init_from names nothing that exists, or
+    named weights that cannot be had (downloading them here, once), for a run that starts."""
     source = config.get("init_from", "")
-    if source is None:
-        name = config.experiment.partition(":")[0]
-        raise UserError(
-            f"experiment {name} ({experiments.describe(name)}) needs pretrained weights: pass "
-            f"--config.init_from=PATH, a PyTorch state dict ({', '.join(PICKLE_SUFFIXES)}) or "
-            f"{SAFETENSORS_SUFFIX} file of {config.model.name}, or a recog work directory (DIR or "
-            f"DIR@STEP); the experiment's docstring says where to download them."
-        )
+    if not source or checkpoint.has_checkpoints(workdir):
+        return
+    if pretrained.is_name(source):
+        weights = pretrained.get(source)
+        if weights.model != config.model.name:
+            raise UserError(
+                f"config.init_from: the weights {source} are for model {weights.model}, but this "
+                f"run's model is {config.model.name} (set --config.model.name={weights.model})."
+            )
+        pretrained.file_path(source)  # installed, or downloaded and checked, before anything else
+        if tuple(config.data.mean) != weights.mean or tuple(config.data.std) != weights.std:
+            logging.warning(
+                "config.data.mean and std are not what %s was trained with (%s, %s); "
+                "its features may suffer.",
+                source,
+                weights.mean,
+                weights.std,
+            )
+        return
     path = re.sub(r"@\d+$", "", source)
-    checkpoints = checkpoint.checkpoint_dir(workdir)
-    resuming = checkpoints.is_dir() and any(checkpoints.iterdir())
-    if source and not resuming and not epath.Path(path).exists():
+    if not epath.Path(path).exists():
         raise UserError(f"config.init_from: {path} does not exist.")
 
 
@@ -71,7 +81,10 @@ def load_weights(
     and shardings of the abstract train state, for Steps.start."""
     source = config.init_from
     targets = weights_by_path(abstract)
-    if is_weights_file(source):
+    if pretrained.is_name(source):
+        path = pretrained.file_path(source)
+        tensors, source_classes = file_tensors(path, config.model.name, targets), None
+    elif is_weights_file(source):
         tensors, source_classes = file_tensors(source, config.model.name, targets), None
     else:
         tensors, source_classes = workdir_tensors(source, config.model.name, targets)
@@ -110,7 +123,7 @@ def weights_by_path(state: State) -> dict[str, jax.ShapeDtypeStruct]:
     """The parameters and BatchNorm statistics of an (abstract) train state, by path."""
     weights = {}
     for part in ("params", "model_state"):
-        for path, variable in state[part].flat_state():
+        for path, variable in nnx.to_flat_state(state[part]):
             if part == "params" or isinstance(variable, nnx.BatchStat):
                 weights["/".join(map(str, path))] = variable.get_value()
     return weights
@@ -238,7 +251,7 @@ def workdir_tensors(
         item_handlers=ocp.PyTreeCheckpointHandler(),  # reads any train state, as saved
         options=ocp.CheckpointManagerOptions(create=False),
     )
-    step = choose_step(mngr, config, workdir, step)
+    step = checkpoint.choose_step(mngr, config, workdir, step)
     metadata = flatten_dict(mngr.item_metadata(step).tree)
     wanted = {
         key: ocp.RestoreArgs(restore_type=np.ndarray)

@@ -62,11 +62,14 @@ def full_float32_precision(model: nnx.Module) -> None:
             node.precision = jax.lax.Precision.HIGHEST
 
 
-def keep_batch_norm_statistics(model: nnx.Module, frozen: set[str]) -> None:
-    """BatchNorm layers whose parameters are all in `frozen` normalise with their running
-    statistics in training too, and so leave them as they are: what freezing a layer means."""
+def keep_batch_norm_statistics(model: nnx.Module, frozen: set[str], everywhere: bool) -> None:
+    """BatchNorm layers whose parameters are all in `frozen` (every one, with `everywhere`)
+    normalise with their running statistics in training too, and so leave them as they are:
+    what freezing a layer means, and config.frozen_batch_stats's fine-tuning habit (Keras')."""
     for path, node in nnx.iter_graph(model):
-        if isinstance(node, nnx.BatchNorm):
+        if isinstance(node, nnx.BatchNorm) and everywhere:
+            node.use_running_average = True
+        elif isinstance(node, nnx.BatchNorm):
             params = [
                 "/".join(map(str, (*path, name)))
                 for name in ("scale", "bias")
@@ -160,7 +163,7 @@ def build_steps(
     _, abstract_params, _ = nnx.split(abstract_model, nnx.Param, ...)
     frozen = frozen_paths(config, abstract_params)
     abstract_model.train()
-    keep_batch_norm_statistics(abstract_model, frozen)
+    keep_batch_norm_statistics(abstract_model, frozen, config.get("frozen_batch_stats", False))
     train_graph, _, _ = nnx.split(abstract_model, nnx.Param, ...)
     abstract_model.eval()
     eval_graph, _, _ = nnx.split(abstract_model, nnx.Param, ...)
