@@ -1,15 +1,19 @@
 """The PyTorch reference for train_step.py: torchvision's ResNet v1.5 with torchvision's module
 names, written out so that the benchmark needs only `torch` (PyPI's torchvision does not import
-beside the CPU build of torch).
+beside the CPU build of torch); EfficientNet-Lite0 to Lite4 from PyPI's efficientnet-lite-pytorch
+(lukemelas' EfficientNet-PyTorch, TensorFlow's SAME padding), whose layout recog's ImageNet
+weights come in.
 
     pip install torch==2.13.0   # the CPU build; benchmark-only, recog does not need it
     python benchmarks/torch_resnet.py --model=resnet18 --image_size=128 --batch_size=64
+    python benchmarks/torch_resnet.py --model=efficientnet_lite0 --image_size=224 --batch_size=32
 
 Times the same train step as recog's: uint8 images normalised on the fly, cross-entropy with label
 smoothing 0.1, SGD with Nesterov momentum and weight decay; channels-last memory format (oneDNN's
 fast path on CPU, cuDNN's NHWC kernels on a GPU), bfloat16 through torch.autocast (AMP) when
---dtype=bfloat16; on --device=cuda, each timed step ends with torch.cuda.synchronize(). Prints
-one JSON line.
+--dtype=bfloat16; on --device=cuda, each timed step ends with torch.cuda.synchronize().
+--frozen_backbone trains the classifier alone, every BatchNorm layer in eval mode (the backward
+pass stops at the classifier). Prints one JSON line.
 Parameter counts equal recog's resnet18/34/50/101/152 (train_step.py checks this), so both sides
 run the same architecture.
 """
@@ -105,18 +109,48 @@ ARCHITECTURES = {
 }
 
 
+EFFICIENTNET_LITES = tuple(f"efficientnet_lite{i}" for i in range(5))
+
+
 def resnet(name: str, num_classes: int) -> ResNet:
     block, blocks_per_stage = ARCHITECTURES[name]
     return ResNet(block, blocks_per_stage, num_classes)
 
 
+def model_of(name: str, num_classes: int) -> tuple[nn.Module, str]:
+    """The model and its classifier's module name."""
+    if name in EFFICIENTNET_LITES:
+        from efficientnet_lite_pytorch import EfficientNet
+
+        lite = EfficientNet.from_name(name.replace("_", "-"), num_classes=num_classes)
+        return lite, "_fc"
+    return resnet(name, num_classes), "fc"
+
+
 def images_per_sec(
-    model_name: str, image_size: int, batch_size: int, dtype: str, steps: int, device: str
+    model_name: str,
+    image_size: int,
+    batch_size: int,
+    dtype: str,
+    steps: int,
+    device: str,
+    frozen_backbone: bool = False,
 ):
     torch.manual_seed(0)
-    model = resnet(model_name, 1000).to(device, memory_format=torch.channels_last).train()
+    model, classifier = model_of(model_name, 1000)
+    model = model.to(device, memory_format=torch.channels_last).train()
+    if frozen_backbone:
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad = name.startswith(f"{classifier}.")
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eval()
     optimizer = torch.optim.SGD(
-        model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4
+        [p for p in model.parameters() if p.requires_grad],
+        lr=0.1,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
     )
     shape = (batch_size, 3, image_size, image_size)
     images = torch.randint(0, 256, shape, dtype=torch.uint8, device=device)
@@ -148,15 +182,24 @@ def images_per_sec(
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="resnet18", choices=sorted(ARCHITECTURES))
+    parser.add_argument(
+        "--model", default="resnet18", choices=sorted((*ARCHITECTURES, *EFFICIENTNET_LITES))
+    )
     parser.add_argument("--image_size", type=int, default=128)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--frozen_backbone", action="store_true")
     args = parser.parse_args()
     figures = images_per_sec(
-        args.model, args.image_size, args.batch_size, args.dtype, args.steps, args.device
+        args.model,
+        args.image_size,
+        args.batch_size,
+        args.dtype,
+        args.steps,
+        args.device,
+        args.frozen_backbone,
     )
     figures.update(torch=torch.__version__, threads=torch.get_num_threads(), device=args.device)
     if args.device == "cuda":

@@ -65,6 +65,12 @@ _BREAKDOWN = flags.DEFINE_bool(
     "breakdown", True, "Time every convolution and matmul of the step alone."
 )
 _TORCH = flags.DEFINE_bool("torch", True, "Run the PyTorch reference (needs torch installed).")
+_FROZEN_BACKBONE = flags.DEFINE_bool(
+    "frozen_backbone",
+    False,
+    "Train the classifier alone, BatchNorm statistics frozen (fine-tuning's cheapest step), "
+    "in both recog and PyTorch.",
+)
 _OUT = flags.DEFINE_string("out", "workdirs/benchmarks", "Where the plot and the JSON go.")
 
 MATMUL_SIZE = 2048
@@ -76,6 +82,9 @@ def step_config(model: str, dtype: str, batch_size: int) -> ml_collections.Confi
     config = experiments.load("cats_resnet", [])
     config.model = ml_collections.ConfigDict({"name": model, "dtype": dtype})
     config.batch_size = batch_size
+    if _FROZEN_BACKBONE.value:
+        config.freeze = "(?!head/).*"
+        config.frozen_batch_stats = True
     return config
 
 
@@ -245,6 +254,7 @@ def torch_reference(image_size: int, batch_size: int) -> dict | str:
         f"--dtype={_DTYPE.value}",
         f"--steps={_STEPS.value}",
         f"--device={'cuda' if jax.default_backend() == 'gpu' else 'cpu'}",
+        *(["--frozen_backbone"] if _FROZEN_BACKBONE.value else []),
     ]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode:
@@ -315,7 +325,8 @@ def main(argv):
     plugins.load_all()
     model, image_size, batch_size = _MODEL.value, _IMAGE_SIZE.value, _BATCH_SIZE.value
     devices = jax.devices()
-    print(f"recog train step: {model}, {image_size} px, batch {batch_size}, {_DTYPE.value}")
+    frozen = ", classifier only (frozen backbone)" if _FROZEN_BACKBONE.value else ""
+    print(f"recog train step: {model}, {image_size} px, batch {batch_size}, {_DTYPE.value}{frozen}")
     print(f"  {len(devices)} x {devices[0].device_kind} device(s); jax {jax.__version__}")
     print(f"  XLA_FLAGS={os.environ.get('XLA_FLAGS', '')}")
     peaks = {"float32": matmul_peak(jnp.float32), "bfloat16": matmul_peak(jnp.bfloat16)}
@@ -356,6 +367,7 @@ def main(argv):
     out = Path(_OUT.value)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"train_step_{model}_{image_size}px_b{batch_size}_{_DTYPE.value}"
+    stem += "_frozen_backbone" if _FROZEN_BACKBONE.value else ""
     if rows:
         plot_scaling(rows, image_size, batch_size, out / f"{stem}.png")
         print(f"  plot: {out / f'{stem}.png'}")

@@ -20,6 +20,7 @@ from flax import nnx
 from jax import lax
 
 from recog import PRETRAINED, PretrainedWeights, UserError, experiments, inference, pretrained
+from recog.main import train
 from recog.models import cpu_kernels, efficientnet_lite, info
 from recog.torch_weights import read_state_dict
 from recog.train import init_from
@@ -300,26 +301,40 @@ def finetune_config(*overrides: str):
 
 
 @pytest.mark.parametrize(
-    ("override", "message"),
+    ("source", "message"),
     [
-        ("--config.init_from=efficientnet_lite1:imagenet", "are for model efficientnet_lite1"),
-        ("--config.init_from=efficientnet_lite0:imagenett", "efficientnet_lite0:imagenet"),
-        ("--config.init_from={truncated}", "is not a PyTorch state dict"),
-        ("--config.init_from={other_model}", "does not fit this run's efficientnet_lite0"),
+        ("efficientnet_lite1:imagenet", "are for model efficientnet_lite1"),
+        ("efficientnet_lite0:imagenett", "efficientnet_lite0:imagenet"),
+        ("{truncated}", "is not a PyTorch state dict"),
+        ("{other_model}", "does not fit this run's efficientnet_lite0"),
     ],
 )
-def test_bad_weights_are_refused_in_one_line_with_nothing_written(override, message, tmp_path):
+def test_bad_weights_are_refused_in_one_line_with_nothing_written(source, message, tmp_path):
     wheel_file = pretrained.file_path("efficientnet_lite0:imagenet")
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(Path(wheel_file).read_bytes()[:100_000])
-    override = override.format(
+    source = source.format(
         truncated=truncated, other_model=pretrained.file_path("efficientnet_lite1:imagenet")
     )
     workdir = tmp_path / "run"
+    config = experiments.load(
+        "cats_finetune:cpu",
+        [override.removeprefix("--config.") for override in finetune_config()[1:]]
+        + [f"init_from={source}"],
+    )
+    with pytest.raises(UserError, match=message) as error:
+        train(config, str(workdir))
+    assert "\n" not in str(error.value)
+    assert not workdir.exists()
+
+
+def test_the_binary_says_so_in_one_line(tmp_path):
+    workdir = tmp_path / "run"
+    override = "--config.init_from=efficientnet_lite0:imagenett"
     result = run_binary("main", *finetune_config(override), f"--workdir={workdir}")
-    assert result.returncode != 0
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(error_lines) == 1 and message in error_lines[0], result.stderr[-2000:]
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "efficientnet_lite0:imagenet" in errors[0], result.stderr[-2000:]
     assert not workdir.exists()
 
 
