@@ -53,7 +53,7 @@ def load(config, source: str, abstract, class_names, in_channels: int = 3):
 
 
 def flat(state) -> dict[str, np.ndarray]:
-    return {"/".join(map(str, p)): np.asarray(v.get_value()) for p, v in state.flat_state()}
+    return {"/".join(map(str, p)): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(state)}
 
 
 # --- PyTorch's logits ---------------------------------------------------------------------------
