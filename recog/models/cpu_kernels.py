@@ -67,11 +67,12 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs):
 
 def depthwise_conv(lhs, rhs, window_strides, padding):
     """A depthwise convolution (one k x k filter per channel, HWIO kernel (k, k, 1, C)) as the sum
-    over the kernel's taps of the shifted input times the tap's weights: elementwise work that XLA's
-    CPU backend fuses, where it ran the grouped convolution and above all its weight gradient as
-    dense ones (EfficientNet-Lite0 train step at 224 px, batch 32, 2 cores: 2.3 -> 6.7-8.0
-    images/sec). Its weight gradient is still the step's largest cost: each tap's
-    shifted input is written out for a YNNPACK reduction (about 3 of 6.6 s a step)."""
+    over the kernel's taps of the shifted input times the tap's weights: elementwise work that
+    XLA's CPU backend fuses, where it ran the grouped convolution and above all its weight
+    gradient as dense ones (EfficientNet-Lite0 train step at 224 px, batch 32, 2 cores: 2.3 ->
+    6.7-8.0 images/sec; benchmarks/README.md, 2026-12-07). Its weight gradient is still the
+    step's largest cost: each tap's shifted input is written out for a YNNPACK reduction (about 3
+    of 6.6 s a step)."""
     padded = jnp.pad(lhs, ((0, 0), *padding, (0, 0)))
     kernel = rhs.reshape(-1, rhs.shape[-1]).astype(lhs.dtype)
     tapped = taps(padded, rhs.shape[:2], window_strides)
