@@ -11,6 +11,7 @@ and on the accelerator itself by benchmarks/accelerator.sh.
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,13 @@ LONGEST_FILES_FIRST = (
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(LONGEST_FILES_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for jax.distributed's coordinator)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def env_with_devices(count: int) -> dict:

@@ -4,7 +4,6 @@ processes join by explicit flags, or as the workers of a Cloud TPU VM pod slice 
 through the GCE metadata server, faked here."""
 
 import http.server
-import socket
 import subprocess
 import sys
 import threading
@@ -12,7 +11,7 @@ import time
 import typing
 
 import numpy as np
-from conftest import REPO, checkpoint_vector, env_with_devices, read_jsonl, run_binary
+from conftest import REPO, checkpoint_vector, env_with_devices, free_port, read_jsonl, run_binary
 
 # Every step sees the whole (sliced) split and no augmentation, so the global batch is the same
 # set of examples however the processes shard it; the runs then agree up to float rounding.
@@ -27,12 +26,6 @@ ARGS = [
     "--config.eval_every=3",
     "--config.checkpoint_every=3",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_two_processes(workdir, num_steps, log_dir):

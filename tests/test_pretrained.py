@@ -6,7 +6,6 @@ come from (a package, a URL into a checked cache) and the one-line errors when t
 import hashlib
 import json
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO, checkpoint_vector, env_with_devices, restored_checkpoint, run_binary
+from conftest import (
+    REPO,
+    checkpoint_vector,
+    env_with_devices,
+    free_port,
+    restored_checkpoint,
+    run_binary,
+)
 from flax import nnx
 from jax import lax
 
@@ -28,12 +34,6 @@ from recog.train import init_from
 PHOTOS = REPO.parent / "shared" / "data" / "cats_dogs" / "validation"
 CAT_CLASSES = range(281, 294)  # ImageNet's cats: tabby ... Egyptian cat, cougar, lynx ... cheetah
 DOG_CLASSES = range(151, 269)  # ImageNet's dogs: Chihuahua ... Mexican hairless
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def photos(count: int) -> list:
