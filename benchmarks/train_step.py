@@ -71,6 +71,12 @@ _FROZEN_BACKBONE = flags.DEFINE_bool(
     "Train the classifier alone, BatchNorm statistics frozen (fine-tuning's cheapest step), "
     "in both recog and PyTorch.",
 )
+_DEVICE_AUGMENT = flags.DEFINE_bool(
+    "device_augment",
+    True,
+    "Run cats_resnet's RandAugment inside the step, as recog.main does (PyTorch's reference step "
+    "has no augmentation: --nodevice_augment compares the model alone).",
+)
 _OUT = flags.DEFINE_string("out", "workdirs/benchmarks", "Where the plot and the JSON go.")
 
 MATMUL_SIZE = 2048
@@ -82,6 +88,8 @@ def step_config(model: str, dtype: str, batch_size: int) -> ml_collections.Confi
     config = experiments.load("cats_resnet", [])
     config.model = ml_collections.ConfigDict({"name": model, "dtype": dtype})
     config.batch_size = batch_size
+    if not _DEVICE_AUGMENT.value:
+        config.data.batch_pipeline = ""
     if _FROZEN_BACKBONE.value:
         config.freeze = "(?!head/).*"
         config.frozen_batch_stats = True

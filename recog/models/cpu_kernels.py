@@ -13,6 +13,7 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 Shape2 = tuple[int, int]
 Padding2 = tuple[tuple[int, int], tuple[int, int]]
@@ -65,18 +66,63 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs):
     return out.reshape(*patches.shape[:-1], rhs.shape[-1])
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def depthwise_conv(lhs, rhs, window_strides, padding):
     """A depthwise convolution (one k x k filter per channel, HWIO kernel (k, k, 1, C)) as the sum
     over the kernel's taps of the shifted input times the tap's weights: elementwise work that
     XLA's CPU backend fuses, where it ran the grouped convolution and above all its weight
     gradient as dense ones (EfficientNet-Lite0 train step at 224 px, batch 32, 2 cores: 2.3 ->
-    6.7-8.0 images/sec; benchmarks/README.md, 2026-12-07). Its weight gradient is still the
-    step's largest cost: each tap's shifted input is written out for a YNNPACK reduction (about 3
-    of 6.6 s a step)."""
+    6.7-8.0 images/sec; benchmarks/README.md, 2026-12-07)."""
     padded = jnp.pad(lhs, ((0, 0), *padding, (0, 0)))
-    kernel = rhs.reshape(-1, rhs.shape[-1]).astype(lhs.dtype)
+    return _tap_sum(padded, rhs, window_strides)
+
+
+def _depthwise_conv_jvp(window_strides, padding, primals, tangents):
+    """The kernel's tangent goes through `_tap_sum_by_rows`, so that its transpose, the weight
+    gradient, reduces two output rows at a time from an input block that stays in cache, instead
+    of writing out each tap's shifted input for one large reduction (the whole Lite0 train step
+    7.2 -> 11.0 images/sec; benchmarks/README.md). A frozen input or kernel has a symbolic zero
+    tangent, and its term is left out rather than computed with zeros."""
+    (lhs, rhs), (lhs_tangent, rhs_tangent) = primals, tangents
+    pad = functools.partial(jnp.pad, pad_width=((0, 0), *padding, (0, 0)))
+    out = _tap_sum(pad(lhs), rhs, window_strides)
+    terms = []
+    if not isinstance(lhs_tangent, SymbolicZero):
+        terms.append(_tap_sum(pad(lhs_tangent), rhs, window_strides))
+    if not isinstance(rhs_tangent, SymbolicZero):
+        terms.append(_tap_sum_by_rows(pad(lhs), rhs_tangent, window_strides, out.shape[1]))
+    return out, sum(terms) if terms else jnp.zeros_like(out)
+
+
+depthwise_conv.defjvp(_depthwise_conv_jvp, symbolic_zeros=True)
+
+
+def _tap_sum(padded, rhs, window_strides):
+    kernel = rhs.reshape(-1, rhs.shape[-1]).astype(padded.dtype)
     tapped = taps(padded, rhs.shape[:2], window_strides)
     return sum(tap * kernel[index] for index, tap in enumerate(tapped))
+
+
+DEPTHWISE_ROWS_PER_BLOCK = 2
+
+
+def _tap_sum_by_rows(padded, rhs, window_strides, out_rows):
+    """`_tap_sum` computed DEPTHWISE_ROWS_PER_BLOCK output rows at a time, in a scan whose body
+    is recomputed rather than saved (jax.checkpoint), so that its residual is `padded` alone."""
+    rows, stride, height = DEPTHWISE_ROWS_PER_BLOCK, window_strides[0], rhs.shape[0]
+    blocks = -(-out_rows // rows)
+    block_height = (rows - 1) * stride + height
+    missing = (blocks - 1) * rows * stride + block_height - padded.shape[1]
+    padded = jnp.pad(padded, ((0, 0), (0, max(missing, 0)), (0, 0), (0, 0)))
+
+    @functools.partial(jax.checkpoint, prevent_cse=False)
+    def block(rhs, first_row):
+        block_input = lax.dynamic_slice_in_dim(padded, first_row, block_height, axis=1)
+        return _tap_sum(block_input, rhs, window_strides)
+
+    _, out = lax.scan(lambda _, b: (None, block(rhs, b * rows * stride)), None, jnp.arange(blocks))
+    out = jnp.moveaxis(out, 0, 1)  # (N, blocks, rows, out_w, C)
+    return out.reshape(out.shape[0], -1, *out.shape[3:])[:, :out_rows]
 
 
 def materialized(x: jnp.ndarray) -> jnp.ndarray:
