@@ -1,4 +1,4 @@
-"""README's "Adding a model plugin", followed as a newcomer would, start to end: its code blocks
+"""docs/plugins.md's "Adding a model plugin", as a newcomer follows it start to end: its code blocks
 become the files, its commands run as written from a scratch directory (training shortened to 2
 steps), the package is installed with pip into a virtual environment of its own (which sees this
 environment's packages, recog included, through a .pth file)."""
@@ -26,7 +26,7 @@ SHORT_RUN = (
 
 def walkthrough() -> tuple[str, str, list[list[str]]]:
     """The section's plugin module, pyproject.toml and commands, in order."""
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "plugins.md").read_text()
     section = readme.split("### Adding a model plugin")[1].split("\n### ")[0]
     blocks = re.findall(r"```(\w*)\n(.*?)```", section, re.S)
     (module,) = [body for lang, body in blocks if lang == "python"]
