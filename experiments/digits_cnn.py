@@ -12,12 +12,6 @@ minute: 98.89% in 31-54 s wall, imports and compile included, on one core of the
 development machine (`time taskset -c 0 python -m recog.main --experiment=digits_cnn
 --workdir=DIR`, 2026-12-04, two runs; 99.17% on 2026-12-01). Variant `quick` trains 60 steps for
 smoke tests (96.4% with the same command, 2026-12-01).
-
-Variant `oriented`: an orientation head (config.orientation_weight, recog/views.py) and rotations
-up to 30 degrees in training recognise digits turned any way: 96.7% upright and 93.1-96.7% at
-every angle from 0 to 180 degrees, where `digits_cnn` scores 98.6% upright and 8.9-53.9% turned
-(`python -m recog.main --experiment=digits_cnn[:oriented] --workdir=DIR`, then `python -m
-recog.eval --workdir=DIR --robustness`; 2 cores, 2026-12-04; 20 s of training each).
 """
 
 import ml_collections
@@ -31,9 +25,6 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.eval_batch_size = 360
     config.label_smoothing = 0.0
     config.eval_flip = False  # digits are not mirror-symmetric
-    config.eval_rotations = 1  # quarter turns averaged at test time (recog/views.py): 1, 2 or 4
-    config.eval_tilt_degrees = 0.0  # > 0: each view also tilted by ± this (recog/views.py)
-    config.orientation_weight = 0.0  # > 0: an orientation head weights those turns (views.py)
     config.grad_accum_steps = 1  # micro-batches per step: same update, less activation memory
     config.ema_decay = 0.0  # > 0 keeps (and evaluates) a moving average of the weights
     config.sharding = "replicated"  # or "fsdp": parameters and optimizer state split over devices
@@ -78,12 +69,6 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
         config.log_every = 10
         config.eval_every = 30
         config.checkpoint_every = 30
-    elif variant == "oriented":
-        # An orientation head (recog/views.py) finds which quarter turn of a digit is upright;
-        # the turns in between come from training with rotations up to 30 degrees.
-        config.orientation_weight = 1.0
-        config.eval_rotations = 4
-        config.data.train_pipeline = "pad_crop(1)|random_rotation(30, fill_mode='constant')"
     elif variant:
-        raise ValueError(f"unknown variant {variant!r}; variants: quick, oriented")
+        raise ValueError(f"unknown variant {variant!r}; variants: quick")
     return config

@@ -24,6 +24,13 @@ EXPERIMENTS_PACKAGE = "recog_experiments"  # the repository's experiments/ folde
 # Keys every experiment has, so that --config.KEY overrides them anywhere; an experiment may set
 # its own value. See recog/train/init_from.py, recog/train/optim.py and recog/train/step.py.
 COMMON_DEFAULTS = {"init_from": "", "freeze": "", "lr_factors": (), "frozen_batch_stats": False}
+# Keys recog no longer reads, with the value that meant "off": a config (an experiment, or a work
+# directory's config.json) that sets one otherwise is refused rather than run without it.
+REMOVED_KEYS = {
+    "orientation_weight": (0.0, "the orientation head and its training"),
+    "eval_rotations": (1, "quarter-turn test-time views"),
+    "eval_tilt_degrees": (0.0, "tilted test-time views"),
+}
 
 
 def available() -> list[str]:
@@ -75,8 +82,18 @@ def load(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
             if key not in config:
                 config[key] = value
     apply_overrides(config, overrides)
+    check_removed_keys(config)
     config.lock()
     return config
+
+
+def check_removed_keys(config: ml_collections.ConfigDict) -> None:
+    for key, (off, feature) in REMOVED_KEYS.items():
+        if config.get(key, off) != off:
+            raise UserError(
+                f"config.{key}={config[key]!r}: {feature} were taken out of recog (issue 34); "
+                f"remove the key, or use a recog release from before 2026-12-07."
+            )
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
@@ -164,5 +181,6 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 
 def from_json(text: str) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict(json.loads(text))
+    check_removed_keys(config)
     config.lock()
     return config

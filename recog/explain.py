@@ -7,8 +7,8 @@ image as the user gave it through the preprocessing itself: the transpose of the
 geometric) eval pipeline spreads each heatmap pixel over the image pixels it was made from, and
 dividing by the transpose of an all-ones map turns that into an average. Resizes and crops thus
 line up exactly; pixels the network never saw (cropped away) stay cold. A run that evaluates
-several views of each image (mirrored, turned: recog/views.py) gets the average of the views'
-heatmaps, each mapped back onto the image.
+each image mirrored too (config.eval_flip) gets the average of both views' heatmaps, each mapped
+back onto the image.
 
 The optional model interface Grad-CAM needs (the built-in models and first-party plugins have it):
 
@@ -50,21 +50,17 @@ def grad_cam(
     model: nnx.Module,
     images: jax.Array,
     eval_views: tuple[views.View, ...] = views.UPRIGHT,
-    orientation_head: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """(class probabilities, Grad-CAM heatmaps of each image's most probable class) for
     normalised images (batch, h, w, c); the heatmaps are (batch, h, w), in [0, 1] per image.
 
-    With several `eval_views` (config.eval_flip, config.eval_rotations, config.eval_tilt_degrees)
-    the logits are averaged over the views, as the eval averages them, and so are the views'
-    heatmaps, each turned, mirrored and tilted back onto the image. With an orientation head the
-    views' logits count as the eval counts them (views.combine), and so each view's heatmap by
-    its weight in the score.
+    With several `eval_views` (config.eval_flip) the logits are averaged over the views, as the
+    eval averages them, and so are the views' heatmaps, each mapped back onto the image.
     """
     feature_maps = [model.features(view.apply(images)).astype(jnp.float32) for view in eval_views]
 
     def logits_of(maps):
-        return views.combine([model.classify(m) for m in maps], eval_views, orientation_head)
+        return sum(model.classify(m) for m in maps) / len(maps)
 
     logits = logits_of(feature_maps)
     predicted = jnp.argmax(logits, -1)
@@ -92,9 +88,7 @@ def explainer(trained: Trained) -> Callable[[np.ndarray], tuple[np.ndarray, np.n
     @jax.jit
     def explain(params, model_state, images):
         model = trained.model(params, model_state)
-        return grad_cam(
-            model, trained.normalize(images), trained.eval_views, trained.orientation_head
-        )
+        return grad_cam(model, trained.normalize(images), trained.eval_views)
 
     def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         probabilities, cams = explain(trained.params, trained.model_state, images)

@@ -122,7 +122,7 @@ def describe(trained: inference.Trained, exported: jax.export.Exported) -> dict:
             "mean": list(trained.config.data.mean),
             "std": list(trained.config.data.std),
         },
-        "views_averaged": views.describe(trained.eval_views, trained.orientation_head),
+        "views_averaged": views.describe(trained.eval_views),
         "platforms": list(exported.platforms),
         "model": trained.config.model.name,
         "workdir": trained.workdir,

@@ -140,15 +140,9 @@ class Trained:
 
     @property
     def eval_views(self) -> tuple[views.View, ...]:
-        """The views of each image whose logits the run's eval averages (config.eval_flip,
-        config.eval_rotations, config.eval_tilt_degrees); predictions average the same, so that
-        they agree with the eval."""
+        """The views of each image whose logits the run's eval averages (config.eval_flip);
+        predictions average the same, so that they agree with the eval."""
         return views.of(self.config)
-
-    @property
-    def orientation_head(self) -> bool:
-        """Whether the views' class logits count by the orientation head's (recog/views.py)."""
-        return views.has_orientation_head(self.config)
 
     def probabilities_fn(self) -> Callable[[nnx.State, nnx.State, jax.Array], jax.Array]:
         """f(params, model_state, uint8 images) -> class probabilities (batch, classes)."""
@@ -156,7 +150,7 @@ class Trained:
         def probabilities(params, model_state, images):
             model = self.model(params, model_state)
             images = self.normalize(images)
-            logits = views.average_logits(model, images, self.eval_views, self.orientation_head)
+            logits = views.average_logits(model, images, self.eval_views)
             return jax.nn.softmax(logits.astype(jax.numpy.float32))
 
         return probabilities

@@ -12,9 +12,8 @@ PATHs are image files or folders, searched recursively for files with an image s
 .png, .gif, .bmp, .webp, .tif, ...). Each image is prepared as the run's eval data was: decoded
 robustly (any mode, EXIF orientation applied), converted to the model's channels, passed through
 config.data.eval_pipeline, and resized to the training images' size when they all had one. A run
-that evaluates with several views of each image (config.eval_flip, eval_rotations,
-eval_tilt_degrees: recog/views.py) has its logits averaged over the same views here, so that
-predictions agree with recog.eval.
+that evaluates each image mirrored too (config.eval_flip: recog/views.py) has its logits averaged
+over the same views here, so that predictions agree with recog.eval.
 
 The checkpoint is the best by config.best_metric (the latest where no checkpoint was saved with
 eval metrics; --step=N for another), and the log says which it took, with its raw weights

@@ -170,8 +170,7 @@ def test_grad_cam_heat_follows_the_evidence_for_the_predicted_class():
     it: as strong per pixel, so CAM without gradients, or |gradients|, or the other class, would
     light it up too) trade places; the heat must stay on the bright one, mapped back through a
     resize-and-crop eval pipeline onto the 32x48 image, and be 0 where the crop cut away; also
-    when the mirrored, turned and tilted views' heatmaps are averaged in (config.eval_flip,
-    config.eval_rotations, config.eval_tilt_degrees)."""
+    when the mirrored view's heatmap is averaged in (config.eval_flip)."""
     preprocessing = inference.Preprocessing("resize_small(16)|center_crop(16)", 1, None)
     seen_columns = slice(6, 42)  # 32x48 -> 16x24 -> its middle 16, and the resize filter's reach
     places = {
@@ -182,12 +181,7 @@ def test_grad_cam_heat_follows_the_evidence_for_the_predicted_class():
     }
     opposite = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
     model = BrightVersusDark()
-    all_eight = views.of(ml_collections.ConfigDict({"eval_flip": True, "eval_rotations": 4}))
-    tilted = ml_collections.ConfigDict({"eval_flip": True, "eval_tilt_degrees": 20.0})
-    # Corners filled with mid-grey (normalised 0) rather than black, which this model would count
-    # as evidence of "dark".
-    tilted.data = ml_collections.ConfigDict({"mean": (0.0,), "std": (1.0,)})
-    all_views = [views.UPRIGHT, all_eight, views.of(tilted)]
+    all_views = [views.UPRIGHT, views.of(ml_collections.ConfigDict({"eval_flip": True}))]
     for (place, box), eval_views in itertools.product(places.items(), all_views):
         far = places[opposite[place]]
         dark = (slice(far[0].start + 1, far[0].stop - 1), slice(far[1].start + 1, far[1].stop - 1))
@@ -211,12 +205,12 @@ def test_grad_cam_heat_follows_the_evidence_for_the_predicted_class():
         assert picture.size == (48, 32)
 
 
-class TinyOrientedNetwork(nnx.Module):
-    """features/classify with 2 class logits and views.ORIENTATIONS orientation logits."""
+class TinyNetwork(nnx.Module):
+    """features/classify with 2 class logits."""
 
     def __init__(self, rngs: nnx.Rngs):
         self.conv = nnx.Conv(3, 4, (3, 3), rngs=rngs)
-        self.head = nnx.Linear(4, 2 + views.ORIENTATIONS, rngs=rngs)
+        self.head = nnx.Linear(4, 2, rngs=rngs)
 
     def features(self, images):
         return nnx.relu(self.conv(images))
@@ -228,14 +222,12 @@ class TinyOrientedNetwork(nnx.Module):
         return self.classify(self.features(images))
 
 
-def test_grad_cam_with_an_orientation_head_weighs_the_views_as_the_eval_does():
-    model = TinyOrientedNetwork(nnx.Rngs(0))
+def test_grad_cam_with_mirror_views_averages_the_logits_as_the_eval_does():
+    model = TinyNetwork(nnx.Rngs(0))
     images = jax.random.normal(jax.random.key(1), (3, 16, 16, 3))
-    config = ml_collections.ConfigDict({"eval_flip": True, "eval_rotations": 4})
-    config.orientation_weight = 1.0
-    eight = views.of(config)
-    probabilities, cams = explain.grad_cam(model, images, eight, orientation_head=True)
-    expected = jax.nn.softmax(views.average_logits(model, images, eight, orientation_head=True))
+    both = views.of(ml_collections.ConfigDict({"eval_flip": True}))
+    probabilities, cams = explain.grad_cam(model, images, both)
+    expected = jax.nn.softmax(views.average_logits(model, images, both))
     np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-6)
     assert probabilities.shape == (3, 2) and cams.shape == (3, 16, 16)
     assert float(cams.min()) >= 0 and float(cams.max()) <= 1

@@ -6,7 +6,7 @@ import pytest
 
 from recog import UserError, data, experiments, parallel
 from recog.train import evaluation
-from recog.train.step import build_steps, check_accumulation, turn_some
+from recog.train.step import build_steps, check_accumulation
 
 
 def run_steps(config, mesh, batches):
@@ -93,16 +93,10 @@ def digits_batches(source, n, batch_size=128):
     return [next(stream) for _ in range(n)]
 
 
-@pytest.mark.parametrize("orientation_weight", [0.0, 1.0])
-def test_gradient_accumulation_matches_one_large_batch(digits_source, orientation_weight):
+def test_gradient_accumulation_matches_one_large_batch(digits_source):
     # Without BatchNorm an example's gradient does not depend on its micro-batch.
     def config(*overrides):
-        config = experiments.load(
-            "digits_cnn",
-            ["optimizer.weight_decay=0", f"orientation_weight={orientation_weight}", *overrides],
-        )
-        if orientation_weight:
-            config.eval_rotations = 4
+        config = experiments.load("digits_cnn", ["optimizer.weight_decay=0", *overrides])
         with config.unlocked():
             config.model.batch_norm = False
         return config
@@ -172,42 +166,3 @@ def test_mixup_is_applied_on_device_and_deterministic(digits_source):
     _, plain_metrics = run_steps(experiments.load("digits_cnn"), mesh, batches)
     leaves_close(first["params"], again["params"], rtol=0, atol=0)
     assert not np.isclose(metrics["loss"], plain_metrics["loss"])
-
-
-def test_turn_some_turns_a_quarter_of_the_batch_and_labels_each_turn():
-    images = jax.random.normal(jax.random.key(0), (8, 5, 5, 3))
-    turned, turns = turn_some(images, jax.random.key(1))
-    turns = np.asarray(turns)
-    assert (turns[:6] == 0).all() and set(turns[6:]) <= {1, 2, 3}
-    for image, result, turn in zip(images, turned, turns, strict=True):
-        np.testing.assert_array_equal(result, np.rot90(image, turn))
-    with pytest.raises(UserError, match="needs square ones; the train pipeline gives 5x4"):
-        turn_some(images[:, :, :4], jax.random.key(1))
-
-
-def test_an_orientation_head_recognises_digits_the_wrong_way_up(digits_source):
-    config = experiments.load("digits_cnn", ["num_steps=80"])
-    with config.unlocked():
-        config.orientation_weight = 1.0
-        config.eval_rotations = 4
-    mesh = parallel.make_mesh()
-    steps = build_steps(config, num_classes=10, in_channels=1, mesh=mesh)
-    sharding = parallel.batch_sharding(mesh)
-    state = steps.init()
-    stream = data.train_batches(digits_source, "train", global_batch_size=128, pipeline="", seed=0)
-    for _ in range(80):
-        state, metrics = steps.train(state, parallel.to_global(next(stream), sharding))
-    assert metrics["orientation_accuracy"] > 0.8
-
-    def accuracy(quarter_turns):
-        batches = data.eval_batches(digits_source, "test", global_batch_size=360, pipeline="")
-        turned = ({**b, "image": np.rot90(b["image"], quarter_turns, axes=(1, 2))} for b in batches)
-        global_batches = (parallel.to_global(b, sharding) for b in turned)
-        results = evaluation.evaluate(steps.eval, state, global_batches, digits_source.class_names)
-        return results["accuracy"]
-
-    # The four turns of a turned image are the four turns of the upright one, so the weighted
-    # views give the same answer; the head's weights are what keep it the upright view's answer.
-    upright = accuracy(0)
-    assert upright > 0.9
-    assert accuracy(1) == accuracy(2) == upright

@@ -27,8 +27,7 @@ from flax import nnx
 from recog.models.layers import batch_norm, conv_general_dilated, max_pool
 from recog.registry import MODELS
 
-# The group's elements as (quarter turns anticlockwise, mirrored first), the way
-# recog.views.View turns an image.
+# The group's elements as (quarter turns anticlockwise, mirrored first).
 ELEMENTS = tuple((turns, mirrored) for mirrored in (False, True) for turns in range(4))
 ORIENTATIONS = len(ELEMENTS)
 HE_NORMAL_FAN_IN = nnx.initializers.variance_scaling(2.0, "fan_in", "normal")

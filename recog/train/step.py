@@ -30,19 +30,16 @@ from recog.train.optim import frozen_paths, make_optimizer, path_name
 State = dict[str, Any]
 Batch = dict[str, jax.Array]
 MATMUL_MODULES = (nnx.Conv, nnx.ConvTranspose, nnx.Linear, nnx.LinearGeneral, nnx.Einsum)
-# With an orientation head, 1 / TURNED_EVERY of each batch is turned and teaches it; the rest
-# stay upright and teach the classes.
-TURNED_EVERY = 4
 
 
 def create_model(config: ml_collections.ConfigDict, num_classes: int, in_channels: int, seed: int):
-    """Builds the registered model named by config.model.name with the other config.model keys;
-    with an orientation head (config.orientation_weight) it has views.ORIENTATIONS more outputs."""
+    """Builds the registered model named by config.model.name with the other config.model keys."""
     kwargs = {k: v for k, v in config.model.items() if k != "name"}
     factory = MODELS.get(config.model.name)
-    outputs = num_classes + (views.ORIENTATIONS if views.has_orientation_head(config) else 0)
     try:
-        model = factory(num_classes=outputs, in_channels=in_channels, rngs=nnx.Rngs(seed), **kwargs)
+        model = factory(
+            num_classes=num_classes, in_channels=in_channels, rngs=nnx.Rngs(seed), **kwargs
+        )
     except TypeError as e:
         raise UserError(f"model {config.model.name!r} rejected config.model: {e}") from None
     if jnp.dtype(kwargs.get("dtype", "float32")) == jnp.float32:
@@ -77,26 +74,6 @@ def keep_batch_norm_statistics(model: nnx.Module, frozen: set[str], everywhere: 
             ]
             if params and all(p in frozen for p in params):
                 node.use_running_average = True
-
-
-def turn_some(images: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The last 1 / TURNED_EVERY of the batch turned by 1, 2 or 3 anticlockwise quarter turns
-    (drawn from `key`), the others left upright: (images, turns), the orientation head's labels.
-    Gradient accumulation's micro-batches (examples i, i + n, i + 2n, ...) each get that share."""
-    batch, height, width = images.shape[:3]
-    if height != width:
-        raise UserError(
-            f"config.orientation_weight turns training images by quarter turns, which needs "
-            f"square ones; the train pipeline gives {height}x{width}."
-        )
-    drawn = jax.random.randint(key, (batch,), 1, views.ORIENTATIONS)
-    turns = jnp.where(jnp.arange(batch) >= batch - batch // TURNED_EVERY, drawn, 0)
-    quarter_turns = range(views.ORIENTATIONS)
-    selected = jnp.select(
-        [turns[:, None, None, None] == k for k in quarter_turns],
-        [jnp.rot90(images, k, axes=(1, 2)) for k in quarter_turns],
-    )
-    return selected, turns
 
 
 def normalize(images: jax.Array, mean, std) -> jax.Array:
@@ -173,8 +150,6 @@ def build_steps(
     ema_decay = config.ema_decay
     accumulation = config.grad_accum_steps
     eval_views = views.of(config)
-    orientation_head = views.has_orientation_head(config)
-    orientation_weight = config.get("orientation_weight", 0.0)
     batch_pipeline = parse_batch(config.data.batch_pipeline)
     replicated = parallel.replicated(mesh)
 
@@ -194,29 +169,20 @@ def build_steps(
         _, params, model_state = nnx.split(model, nnx.Param, ...)
         return start(params, model_state)
 
-    def loss_fn(params, model_state, images, targets, turns):
+    def loss_fn(params, model_state, images, targets):
         if frozen:  # no gradient at all, so XLA drops the backward pass that only they need
             params = jax.tree_util.tree_map_with_path(
                 lambda kp, p: jax.lax.stop_gradient(p) if path_name(kp) in frozen else p, params
             )
         model = nnx.merge(train_graph, params, model_state, copy=True)
         logits = model(images)
-        if orientation_head:  # the classes from the upright images, the turns from all
-            upright = (turns == 0).astype(jnp.float32)
-            class_losses = optax.softmax_cross_entropy(logits[:, :num_classes], targets)
-            turn_losses = optax.softmax_cross_entropy_with_integer_labels(
-                logits[:, num_classes:], turns
-            )
-            loss = (class_losses * upright).sum() / jnp.maximum(upright.sum(), 1.0)
-            loss += orientation_weight * turn_losses.mean()
-        else:
-            loss = optax.softmax_cross_entropy(logits, targets).mean()
+        loss = optax.softmax_cross_entropy(logits, targets).mean()
         _, _, model_state = nnx.split(model, nnx.Param, ...)
         return loss, (logits, model_state)
 
     gradients = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def accumulated_gradients(params, model_state, images, targets, turns):
+    def accumulated_gradients(params, model_state, images, targets):
         """The mean gradient over `accumulation` micro-batches, run one after another."""
 
         def micro_batches(x):  # every micro-batch keeps a share of every device's examples
@@ -231,7 +197,7 @@ def build_steps(
         (grad_sum, model_state), (losses, logits) = jax.lax.scan(
             one,
             (zeros, model_state),
-            (micro_batches(images), micro_batches(targets), micro_batches(turns)),
+            (micro_batches(images), micro_batches(targets)),
         )
         logits = logits.swapaxes(0, 1).reshape(images.shape[0], -1)
         grads = jax.tree.map(lambda g: g / accumulation, grad_sum)
@@ -247,12 +213,9 @@ def build_steps(
         images = normalize(images, mean, std)
         targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), smoothing)
         images, targets = batch_pipeline.mix(images, targets, mix_key)
-        turns = jnp.zeros(labels.shape, jnp.int32)
-        if orientation_head:
-            images, turns = turn_some(images, jax.random.fold_in(mix_key, 2))
         compute = gradients if accumulation == 1 else accumulated_gradients
         (loss, (logits, model_state)), grads = compute(
-            state["params"], state["model_state"], images, targets, turns
+            state["params"], state["model_state"], images, targets
         )
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
@@ -266,21 +229,18 @@ def build_steps(
             new_state["ema_params"] = optax.incremental_update(
                 params, state["ema_params"], 1.0 - ema_decay
             )
-        correct = jnp.argmax(logits[:, :num_classes], -1) == labels
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-        if orientation_head:  # accuracy on the upright images, the ones that teach the classes
-            metrics["accuracy"] = jnp.sum(correct & (turns == 0)) / jnp.sum(turns == 0)
-            turn_correct = jnp.argmax(logits[:, num_classes:], -1) == turns
-            metrics["orientation_accuracy"] = jnp.mean(turn_correct)
-        else:
-            metrics["accuracy"] = jnp.mean(correct)
+        metrics = {
+            "loss": loss,
+            "grad_norm": optax.tree.norm(grads),
+            "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
+        }
         return new_state, metrics
 
     def make_eval_step(weights: str):
         def eval_step(state: State, batch: Batch):
             model = nnx.merge(eval_graph, state[weights], state["model_state"])
             images = normalize(batch["image"], mean, std)
-            logits = views.average_logits(model, images, eval_views, orientation_head)
+            logits = views.average_logits(model, images, eval_views)
             return evaluation.batch_sums(logits, batch["label"], batch["mask"], num_classes)
 
         return jax.jit(eval_step, out_shardings=replicated)
