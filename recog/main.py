@@ -13,13 +13,15 @@ import ml_collections
 import numpy as np
 from absl import flags, logging
 
-from recog import cli, data, experiments, parallel, plugins
+from recog import augment, cli, data, experiments, parallel, plugins
+from recog.augment.batch import parse_batch
+from recog.data import catalog
 from recog.errors import TrainingDiverged, UserError
 from recog.models import info
 from recog.registry import ALL, MODELS
 from recog.train import checkpoint, evaluation, init_from
 from recog.train.metrics import MetricWriter, Progress
-from recog.train.optim import training_summary
+from recog.train.optim import make_optimizer, training_summary
 from recog.train.step import build_steps, check_accumulation
 
 _EXPERIMENT = flags.DEFINE_string("experiment", None, "NAME[:variant] of experiments/NAME.py.")
@@ -51,18 +53,30 @@ def print_listing() -> None:
         print(f"plugin {key} (from {source})")
 
 
+def check_before_writing(config: ml_collections.ConfigDict, workdir: str, mesh) -> None:
+    """Every check that can refuse the run and needs no data, before anything is written anywhere
+    (the data set's preparation included)."""
+    parallel.check_batch_size("config.batch_size", config.batch_size, mesh)
+    parallel.check_batch_size("config.eval_batch_size", config.eval_batch_size, mesh)
+    check_accumulation(config, mesh)
+    MODELS.get(config.model.name)
+    catalog.factory(config.data.name)
+    make_optimizer(config)
+    for pipeline in (config.data.train_pipeline, config.data.eval_pipeline):
+        augment.parse(pipeline)
+    parse_batch(config.data.batch_pipeline)
+    checkpoint.check_workdir(workdir, config)
+    init_from.check(config, workdir)
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains to config.num_steps, resuming from workdir; returns the last eval metrics."""
     start_time = time.perf_counter()
     mesh = parallel.make_mesh()
-    parallel.check_batch_size("config.batch_size", config.batch_size, mesh)
-    parallel.check_batch_size("config.eval_batch_size", config.eval_batch_size, mesh)
-    check_accumulation(config, mesh)
-    init_from.check(config, workdir)
+    check_before_writing(config, workdir, mesh)
     source = data.make_source(config.data)
     in_channels = data.image_channels(source)
     steps = build_steps(config, source.num_classes, in_channels, mesh)
-    checkpoint.check_workdir(workdir, config)
 
     initial_weights = None
     if config.init_from and not checkpoint.has_checkpoints(workdir):

@@ -24,7 +24,9 @@ eval metrics; --step=N for another), and the log says which it took, with its ra
     --format=csv   path,rank,label,prob,error   (a header, then one row per label)
 
 A file that cannot be read (empty, corrupt, not an image) is reported in its place, as
-{"path": ..., "error": ...} in json, and skipped; the exit status stays 0.
+{"path": ..., "error": ...} in json, and skipped. The exit status is 0 when every named path
+exists and at least one image was recognised, 1 otherwise (after every record is printed), and 2
+for a usage error, so that a script can tell.
 
 --explain=OUTDIR also writes, for each image, a PNG of the image at its own size with the Grad-CAM
 heatmap of its predicted class laid over it (see recog/explain.py): OUTDIR/NAME.png for a file
@@ -64,6 +66,7 @@ _EXPLAIN = flags.DEFINE_string(
 _PLUGINS = flags.DEFINE_list("plugins", [], "Plugins to load besides those the run used.")
 
 CSV_HEADER = ("path", "rank", "label", "prob", "error")
+MISSING = "no such file or folder"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +112,7 @@ def batches(items: Iterable, size: int) -> Iterator[list]:
 def read(trained: inference.Trained, image: ImageFile) -> tuple[np.ndarray, np.ndarray] | str:
     """(the image as RGB, its network input), or why it cannot be recognised."""
     if image.missing:
-        return "no such file or folder"
+        return MISSING
     try:
         rgb = trained.preprocessing.read(image.path)
         return rgb, trained.preprocessing(rgb)
@@ -215,8 +218,10 @@ def main(argv: list[str]) -> None:
     if _FORMAT.value == "csv":
         writer.writerow(CSV_HEADER)
     counts = {"recognised": 0, "unreadable": 0}
+    missing = 0
     for record in records:
         counts["unreadable" if "error" in record else "recognised"] += 1
+        missing += record.get("error") == MISSING
         if _FORMAT.value == "json":
             print(json.dumps(record))
         elif _FORMAT.value == "csv":
@@ -230,6 +235,8 @@ def main(argv: list[str]) -> None:
             f"{', '.join(sorted(decode.IMAGE_SUFFIXES))}."
         )
     logging.info("%d image(s) recognised, %d unreadable.", *counts.values())
+    if missing or not counts["recognised"]:
+        sys.exit(1)
 
 
 def run() -> None:

@@ -85,9 +85,12 @@ def test_user_errors_are_one_sentence_and_change_nothing(trained_workdir, tmp_pa
             f"--experiment={other_experiment}",
         ): f"work directory {workdir} holds checkpoints of experiment 'digits_cnn'",
     }
+    data_dir = tmp_path / "tfds"  # where the data set would be prepared: the refusals come first
     for args, expected in cases.items():
-        result = run_binary("main", *args, f"--workdir={workdir}")
+        data_flag = f"--config.data.data_dir={data_dir}"
+        result = run_binary("main", *args, data_flag, f"--workdir={workdir}")
         assert result.returncode == 2, (args, result.stderr[-2000:])
         assert f"error: {expected}" in result.stderr, (args, result.stderr[-2000:])
         assert "Traceback" not in result.stderr
     assert snapshot(workdir) == before
+    assert not data_dir.exists()

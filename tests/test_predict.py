@@ -69,9 +69,10 @@ def images(tmp_path_factory):
     return arguments, good, bad
 
 
-def predict(workdir, *args):
+def predict(workdir, *args, status=1):
+    """predict's stdout; `images` names a missing path, so the status is 1 unless told."""
     result = run_binary("predict", f"--workdir={workdir}", *args)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == status, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     return result.stdout
 
@@ -128,6 +129,17 @@ def test_predict_csv_and_text(trained_workdir, images):
         assert by_path[path].startswith(f"{best} (") and by_path[path].count("%") == 2
     for path in bad:
         assert by_path[path].startswith("unreadable (")
+
+
+def test_predict_exits_0_only_when_every_path_exists_and_an_image_was_recognised(
+    trained_workdir, images
+):
+    workdir, _ = trained_workdir
+    _, good, bad = images
+    assert len(predict(workdir, *good, status=0).splitlines()) == len(good)
+    existing_bad = sorted(p for p in bad if not p.endswith("missing.png"))
+    lines = predict(workdir, *existing_bad, status=1).splitlines()
+    assert len(lines) == len(existing_bad) and all("unreadable (" in line for line in lines)
 
 
 def test_checkpoint_choice_errors_name_what_exists(trained_workdir):
