@@ -40,11 +40,6 @@ Variant `resnet50`: torchvision's ImageNet ResNet-50 (`resnet50:imagenet`, downl
 import ml_collections
 from recog_experiments import cats_resnet
 
-TRAIN_PHOTOS = 18_610
-CPU_TRAIN_PHOTOS = 2_000
-EPOCHS = 3
-CPU_EPOCHS = 4
-
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -54,11 +49,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.freeze = ""
     config.lr_factors = ((r"head/.*", 10.0),)  # the new classifier learns faster
     config.batch_size = 64
-    # Derived from the batch size, so that they follow --config.batch_size (ml_collections
-    # references); each can still be set on its own.
-    batch_size = config.get_ref("batch_size")
     config.eval_batch_size = 256
-    config.num_steps = EPOCHS * TRAIN_PHOTOS // batch_size
+    config.epochs = 3  # of the training split, counted when the run starts
     config.label_smoothing = 0.1
     config.eval_flip = False
     config.grad_accum_steps = 1
@@ -91,8 +83,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.schedule.warmup_steps = 50
 
     config.log_every = 20
-    config.eval_every = TRAIN_PHOTOS // batch_size
-    config.checkpoint_every = config.get_ref("eval_every")
+    config.eval_every_epochs = 1
     config.keep_checkpoints = 2
     config.best_metric = "accuracy"
 
@@ -108,15 +99,13 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 def apply_cpu_variant(config: ml_collections.ConfigDict) -> None:
     config.freeze = r"stem/.*|blocks/[0-5]/.*"
     config.batch_size = 32
-    batch_size = config.get_ref("batch_size")
     config.eval_batch_size = 100
-    config.num_steps = CPU_EPOCHS * (CPU_TRAIN_PHOTOS // batch_size)  # ends on an eval
+    config.epochs = 4
     config.optimizer.lr = 2e-4  # the new classifier at 2e-3
     config.model.dtype = "float32"  # bfloat16 is no faster on a CPU
     config.data.cache = True  # 2,000 decoded photos take about 1 GB
     config.schedule.warmup_steps = 10
     config.log_every = 10
-    config.eval_every = CPU_TRAIN_PHOTOS // batch_size
 
 
 def apply_resnet50_variant(config: ml_collections.ConfigDict) -> None:

@@ -38,18 +38,15 @@ evaluation cost; issue 34 took the tilted views out of recog (docs/robustness.md
 
 import ml_collections
 
-CPU_TRAIN_IMAGES = 2_000  # the CPU variants' epochs are counted in photos of a folder this size
-
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.batch_size = 256
-    # Derived from the batch size, so that they follow --config.batch_size (ml_collections
-    # references); each can still be set on its own.
+    # The learning rate follows --config.batch_size (an ml_collections reference).
     batch_size = config.get_ref("batch_size")
     config.eval_batch_size = 256
-    config.num_steps = 40 * 18_610 // batch_size
+    config.epochs = 40  # of the training split, counted when the run starts
     config.label_smoothing = 0.1
     config.eval_flip = True  # evaluate on each image and its mirror image, averaging the logits
     config.grad_accum_steps = 1
@@ -83,7 +80,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
     config.schedule = ml_collections.ConfigDict()
     config.schedule.name = "cosine"
-    config.schedule.warmup_steps = 2 * 18_610 // batch_size
+    config.schedule.warmup_epochs = 2
 
     config.log_every = 50
     config.eval_every = 500
@@ -102,12 +99,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
 
 def apply_cpu_variant(config: ml_collections.ConfigDict) -> None:
-    train_images = CPU_TRAIN_IMAGES
-    epochs = 85
+    config.epochs = 85  # 2,656 steps on 2,000 photos
     config.batch_size = 64
-    batch_size = config.get_ref("batch_size")
     config.eval_batch_size = 200
-    config.num_steps = epochs * train_images // batch_size
     config.ema_decay = 0.0
     config.data.train_pipeline = "inception_crop(96, area_min=0.25)|flip_lr"
     config.data.batch_pipeline = ""
@@ -118,17 +112,13 @@ def apply_cpu_variant(config: ml_collections.ConfigDict) -> None:
     config.model.dtype = "float32"  # bfloat16 is no faster on this CPU
     config.optimizer.lr = 0.1
     config.optimizer.weight_decay = 5e-4
-    config.schedule.warmup_steps = 2 * train_images // batch_size
     config.log_every = 20
-    config.eval_every = 5 * train_images // batch_size
-    config.checkpoint_every = config.get_ref("eval_every")
+    config.eval_every, config.eval_every_epochs = 0, 5
+    config.checkpoint_every = 0  # at every evaluation
 
 
 def apply_robust_variant(config: ml_collections.ConfigDict) -> None:
-    train_images = CPU_TRAIN_IMAGES
-    epochs = 84
-    batch_size = config.get_ref("batch_size")
-    config.num_steps = epochs * train_images // batch_size
+    config.epochs = 84
     # The p4m ResNet gives the same logits for every quarter turn and mirror image, so training
     # needs only the turns in between (up to 45 degrees) and no flips.
     config.model.name = "p4m_resnet18"
@@ -140,4 +130,4 @@ def apply_robust_variant(config: ml_collections.ConfigDict) -> None:
         "|random_erasing(p=0.3, area_max=0.35, value=118)"
     )
     config.eval_flip = False
-    config.eval_every = 21 * train_images // batch_size
+    config.eval_every_epochs = 21

@@ -25,9 +25,6 @@ paper's Torch SGD also decays biases and BatchNorm scales), bfloat16 compute.
 
 import ml_collections
 
-TRAIN_IMAGES = 50_000
-EPOCHS = 200
-
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     if variant:
@@ -35,11 +32,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.batch_size = 128
-    # Derived from the batch size, so that they follow --config.batch_size (ml_collections
-    # references); each can still be set on its own.
-    batch_size = config.get_ref("batch_size")
     config.eval_batch_size = 1000
-    config.num_steps = EPOCHS * TRAIN_IMAGES // batch_size  # 78,125 at 128
+    config.epochs = 200  # 78,125 steps at batch 128 on CIFAR-10's 50,000 training images
     config.label_smoothing = 0.0
     config.eval_flip = False
     config.grad_accum_steps = 1
@@ -77,8 +71,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.schedule.warmup_steps = 0
 
     config.log_every = 100
-    config.eval_every = 5 * TRAIN_IMAGES // batch_size  # every 5 epochs
-    config.checkpoint_every = config.get_ref("eval_every")
+    config.eval_every_epochs = 5
     config.keep_checkpoints = 3
     config.best_metric = "accuracy"
     return config

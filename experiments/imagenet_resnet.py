@@ -30,8 +30,6 @@ crop); eval covers all 50,000 validation images (the example: 48 whole batches, 
 
 import ml_collections
 
-TRAIN_IMAGES = 1_281_167
-
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     if variant:
@@ -39,12 +37,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.batch_size = 1024
-    # Derived from the batch size, so that they follow --config.batch_size (ml_collections
-    # references); each can still be set on its own.
+    # The learning rate follows --config.batch_size (an ml_collections reference).
     batch_size = config.get_ref("batch_size")
-    steps_per_epoch = TRAIN_IMAGES // batch_size  # 1,251 at 1024, as the example counts
     config.eval_batch_size = 1024
-    config.num_steps = 100 * steps_per_epoch
+    config.epochs = 100  # 125,113 steps at 1024 on ImageNet's 1,281,167 training images
     config.label_smoothing = 0.0
     config.eval_flip = False
     config.grad_accum_steps = 1
@@ -79,11 +75,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
     config.schedule = ml_collections.ConfigDict()
     config.schedule.name = "cosine"
-    config.schedule.warmup_steps = 5 * steps_per_epoch
+    config.schedule.warmup_epochs = 5
 
     config.log_every = 100
-    config.eval_every = steps_per_epoch
-    config.checkpoint_every = steps_per_epoch
+    config.eval_every_epochs = 1
     config.keep_checkpoints = 3
     config.best_metric = "accuracy"
     return config

@@ -21,9 +21,30 @@ from recog.errors import UserError, unknown_name_message
 from recog.plugins import package_folder
 
 EXPERIMENTS_PACKAGE = "recog_experiments"  # the repository's experiments/ folder
-# Keys every experiment has, so that --config.KEY overrides them anywhere; an experiment may set
-# its own value. See recog/train/init_from.py, recog/train/optim.py and recog/train/step.py.
-COMMON_DEFAULTS = {"init_from": "", "freeze": "", "lr_factors": (), "frozen_batch_stats": False}
+# Every optional key recog reads, with its default: filled into every config (an experiment's and
+# a work directory's config.json) where it is missing, so that --config.KEY sets it anywhere and
+# the code reads it without a default of its own. Counted in epochs, `epochs`,
+# `schedule.warmup_epochs` and `eval_every_epochs` become num_steps, schedule.warmup_steps and
+# eval_every when the run starts (`resolve_epochs`), wherever those are 0; checkpoint_every 0 is
+# every evaluation.
+COMMON_DEFAULTS = {
+    "init_from": "",
+    "freeze": "",
+    "lr_factors": (),
+    "frozen_batch_stats": False,
+    "eval_flip": False,
+    "num_steps": 0,
+    "epochs": 0.0,
+    "eval_every": 0,
+    "eval_every_epochs": 0.0,
+    "checkpoint_every": 0,
+    "optimizer.weight_decay": 0.0,
+    "optimizer.grad_clip_norm": 0.0,
+    "schedule.name": "cosine",
+    "schedule.warmup_steps": 0,
+    "schedule.warmup_epochs": 0.0,
+    "data.shuffle_bytes": 1 << 30,  # recog.data.pipeline.SHUFFLE_BYTES: 1 GiB of stored examples
+}
 # Keys recog no longer reads, with the value that meant "off": a config (an experiment, or a work
 # directory's config.json) that sets one otherwise is refused rather than run without it.
 REMOVED_KEYS = {
@@ -78,13 +99,74 @@ def load(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
         raise UserError(f"experiment {name!r} rejected variant {variant!r}: {e}") from e
     with config.unlocked():
         config.experiment = spec
-        for key, value in COMMON_DEFAULTS.items():
-            if key not in config:
-                config[key] = value
+    add_defaults(config)
     apply_overrides(config, overrides)
     check_removed_keys(config)
     config.lock()
     return config
+
+
+def add_defaults(config: ml_collections.ConfigDict) -> None:
+    """COMMON_DEFAULTS's keys, where `config` lacks them; a whole number where the default is a
+    float becomes a float, so that --config.epochs=2.5 is accepted."""
+    with config.unlocked():
+        for key, value in COMMON_DEFAULTS.items():
+            *parents, leaf = key.split(".")
+            node = config
+            for part in parents:
+                if part not in node:
+                    node[part] = ml_collections.ConfigDict()
+                node = node[part]
+            if leaf not in node:
+                node[leaf] = value
+            elif isinstance(value, float) and type(node[leaf]) is int:  # epochs = 85: a float
+                number = node[leaf]
+                del node[leaf]
+                node[leaf] = float(number)
+
+
+EPOCH_KEYS = (  # (steps, the same counted in epochs)
+    ("num_steps", "epochs"),
+    ("schedule.warmup_steps", "schedule.warmup_epochs"),
+    ("eval_every", "eval_every_epochs"),
+)
+
+
+def _parent_and_leaf(config: ml_collections.ConfigDict, key: str):
+    *parents, leaf = key.split(".")
+    for part in parents:
+        config = config[part]
+    return config, leaf
+
+
+def resolve_epochs(config: ml_collections.ConfigDict, train_images: int) -> str:
+    """Sets num_steps, schedule.warmup_steps and eval_every from the keys counted in epochs of
+    `train_images` (the training split's real size) wherever they are 0, and checkpoint_every
+    from eval_every where it is 0; a count of steps that is set wins over one in epochs. Returns
+    the log line that says what was resolved."""
+    notes = []
+    for steps_key, epochs_key in EPOCH_KEYS:
+        node, leaf = _parent_and_leaf(config, steps_key)
+        epochs_node, epochs_leaf = _parent_and_leaf(config, epochs_key)
+        epochs = epochs_node[epochs_leaf]
+        if epochs and node[leaf]:
+            notes.append(f"config.{epochs_key}={epochs:g} unused, config.{steps_key} is set")
+        elif epochs:
+            at_least = 0 if steps_key == "schedule.warmup_steps" else 1
+            node[leaf] = max(int(epochs * train_images / config.batch_size), at_least)
+            notes.append(f"config.{epochs_key}={epochs:g} -> config.{steps_key}={node[leaf]}")
+    if not config.checkpoint_every:
+        config.checkpoint_every = config.eval_every
+    ways = {"num_steps": "config.num_steps or config.epochs"}
+    ways["eval_every"] = "config.eval_every or config.eval_every_epochs"
+    for key in ("num_steps", "eval_every", "checkpoint_every", "log_every"):
+        if config[key] < 1:
+            raise UserError(
+                f"config.{key} is {config[key]}: set {ways.get(key, f'config.{key}')} so that it "
+                "is at least 1."
+            )
+    where = f"{train_images:,} training images at batch {config.batch_size}"
+    return f"{where}: {'; '.join(notes) if notes else 'steps as configured'}."
 
 
 def check_removed_keys(config: ml_collections.ConfigDict) -> None:
@@ -182,5 +264,6 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 def from_json(text: str) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict(json.loads(text))
     check_removed_keys(config)
+    add_defaults(config)
     config.lock()
     return config

@@ -75,6 +75,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     mesh = parallel.make_mesh()
     check_before_writing(config, workdir, mesh)
     source = data.make_source(config.data)
+    logging.info(experiments.resolve_epochs(config, source.num_examples(config.data.train_split)))
     in_channels = data.image_channels(source)
     steps = build_steps(config, source.num_classes, in_channels, mesh)
 

@@ -24,7 +24,7 @@ UPRIGHT = (View(False),)
 
 def of(config: ml_collections.ConfigDict) -> tuple[View, ...]:
     """The views config.eval_flip asks for."""
-    return (View(False), View(True)) if config.get("eval_flip", False) else UPRIGHT
+    return (View(False), View(True)) if config.eval_flip else UPRIGHT
 
 
 def average_logits(model, images: jnp.ndarray, views: tuple[View, ...]) -> jnp.ndarray:

@@ -16,27 +16,29 @@ def test_both_variants_load():
     assert cpu.data.dir == "/photos" and cpu.model.width == 32
 
 
-def test_derived_values_follow_the_batch_size_they_derive_from():
+def test_the_learning_rate_follows_the_batch_size_and_steps_the_data():
     default = experiments.load("cats_resnet")
     halved = experiments.load("cats_resnet", ["batch_size=128"])
     assert halved.optimizer.lr == default.optimizer.lr / 2  # the linear scaling rule
-    assert halved.num_steps == 40 * 18_610 // 128  # still 40 epochs
-    assert halved.schedule.warmup_steps == 2 * 18_610 // 128  # still 2 epochs
-    cpu = experiments.load("cats_resnet:cpu", ["batch_size=32"])
-    assert cpu.num_steps == 85 * 2_000 // 32 and cpu.eval_every == 5 * 2_000 // 32
-    assert cpu.checkpoint_every == cpu.eval_every
-    robust = experiments.load("cats_resnet:robust_cpu", ["batch_size=32"])
-    assert robust.num_steps == 84 * 2_000 // 32 and robust.eval_every == 21 * 2_000 // 32
     # A value set on its own wins, whichever order the overrides come in.
     for overrides in (
         ["optimizer.lr=0.3", "batch_size=128"],
         ["batch_size=128", "optimizer.lr=0.3"],
     ):
-        config = experiments.load("cats_resnet", overrides)
-        assert config.optimizer.lr == 0.3 and config.num_steps == halved.num_steps
-    assert experiments.load("cats_resnet:cpu", ["eval_every=7"]).checkpoint_every == 7
+        assert experiments.load("cats_resnet", overrides).optimizer.lr == 0.3
     saved = json.loads(experiments.to_json(halved))
-    assert saved["optimizer"]["lr"] == halved.optimizer.lr and saved["num_steps"] == 5815
+    assert saved["optimizer"]["lr"] == halved.optimizer.lr
+    # Epochs become steps against the training split's size when the run starts (2,000 photos:
+    # ../shared/data/cats_dogs; 18,610: TFDS's train[:80%]).
+    for spec, photos, steps, warmup, every in (
+        ("cats_resnet", 18_610, 40 * 18_610 // 256, 2 * 18_610 // 256, 500),
+        ("cats_resnet:cpu", 2_000, 85 * 2_000 // 64, 2 * 2_000 // 64, 5 * 2_000 // 64),
+        ("cats_resnet:robust_cpu", 2_000, 84 * 2_000 // 64, 2 * 2_000 // 64, 21 * 2_000 // 64),
+    ):
+        config = experiments.load(spec)
+        experiments.resolve_epochs(config, photos)
+        assert (config.num_steps, config.schedule.warmup_steps) == (steps, warmup), spec
+        assert config.eval_every == config.checkpoint_every == every, spec
 
 
 def write_photos(folder, per_class=12):
@@ -64,16 +66,18 @@ def test_cats_resnet_cpu_trains_on_a_folder(tmp_path):
         f"--config.data.data_dir={tmp_path / 'tfds'}",
         "--config.batch_size=8",
         "--config.eval_batch_size=8",
-        "--config.num_steps=6",
-        "--config.schedule.warmup_steps=1",  # else 2 epochs of batch 8: 500 steps
-        "--config.eval_every=6",
-        "--config.checkpoint_every=6",
+        "--config.epochs=2",  # of the 24 readable photos: 6 steps of 8
+        "--config.schedule.warmup_epochs=0.5",
         "--config.log_every=3",
         "--config.data.batch_pipeline=mixup(0.2)",
         f"--workdir={workdir}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "1 of" in result.stderr and "broken.jpg" in result.stderr  # the skipped file, reported
+    assert "24 training images at batch 8: config.epochs=2 -> config.num_steps=6;" in result.stderr
+    config = json.loads((workdir / "config.json").read_text())
+    assert (config["num_steps"], config["schedule"]["warmup_steps"]) == (6, 1)
+    assert config["eval_every"] == config["checkpoint_every"] == 15  # 5 epochs; the last step too
     dataset = json.loads((workdir / "dataset.json").read_text())
     assert dataset["class_names"] == ["cat", "dog"]
     final = [m for m in read_jsonl(workdir / "metrics.jsonl") if "eval/accuracy" in m][-1]

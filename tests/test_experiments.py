@@ -1,4 +1,5 @@
 import ast
+import json
 
 import pytest
 
@@ -39,7 +40,7 @@ def test_unknown_key_names_it_and_suggests():
         experiments.load("digits_cnn", ["optimizer.lrr=0.1"])
     message = str(error.value)
     assert message.startswith("unknown config key 'optimizer.lrr'; did you mean 'optimizer.lr'?")
-    assert "Keys under 'optimizer': lr, momentum, name, nesterov, weight_decay." in message
+    assert "Keys under 'optimizer': grad_clip_norm, lr, momentum, name, nesterov," in message
 
 
 def test_override_without_value():
@@ -89,3 +90,38 @@ def test_every_experiment_loads_and_its_docstring_shows_its_command():
         experiments.load(name)
         docstring = ast.get_docstring(ast.parse((folder / f"{name}.py").read_text()))
         assert f"python -m recog.main --experiment={name}" in docstring, name
+
+
+def test_every_optional_key_is_settable_with_its_default_in_one_place():
+    config = experiments.load(
+        "digits_cnn",
+        ["optimizer.grad_clip_norm=1.0", "data.shuffle_bytes=1000", "epochs=2.5"],
+    )
+    assert config.optimizer.grad_clip_norm == 1.0 and config.data.shuffle_bytes == 1000
+    assert config.epochs == 2.5
+    from recog.data import pipeline
+
+    assert experiments.COMMON_DEFAULTS["data.shuffle_bytes"] == pipeline.SHUFFLE_BYTES
+    # A work directory's config.json from before a key existed reads with its default.
+    old = experiments.from_json(json.dumps({"num_steps": 5, "optimizer": {"lr": 0.1}}))
+    assert old.optimizer.grad_clip_norm == 0.0 and old.schedule.name == "cosine"
+    assert not old.eval_flip and old.init_from == ""
+
+
+def test_epochs_resolve_against_the_training_images_and_set_steps_win():
+    config = experiments.load("digits_cnn", ["num_steps=0", "epochs=3", "eval_every=0"])
+    with config.unlocked():
+        config.eval_every_epochs = 1.5
+    line = experiments.resolve_epochs(config, 500)
+    assert (config.num_steps, config.eval_every) == (3 * 500 // 128, int(1.5 * 500 / 128))
+    assert config.checkpoint_every == 200  # digits_cnn sets its own
+    assert "500 training images at batch 128: config.epochs=3 -> config.num_steps=11" in line
+    kept = experiments.load("digits_cnn", ["epochs=3"])
+    assert "config.epochs=3 unused, config.num_steps is set" in experiments.resolve_epochs(
+        kept, 500
+    )
+    assert kept.num_steps == 600
+    with pytest.raises(
+        UserError, match="config.num_steps is 0: set config.num_steps or config.epochs"
+    ):
+        experiments.resolve_epochs(experiments.load("digits_cnn", ["num_steps=0"]), 500)

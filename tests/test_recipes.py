@@ -36,10 +36,12 @@ def train_on_mocked_data(config, tmp_path, splits) -> tuple[dict, list[dict]]:
 
 def test_imagenet_resnet_is_the_flax_example_recipe(tmp_path):
     config = experiments.load("imagenet_resnet")
+    experiments.resolve_epochs(config, 1_281_167)  # ImageNet's training images
     steps_per_epoch = 1_281_167 // 1024
     assert config.data.name == "tfds:imagenet2012:5.*.*"
     assert (config.model.name, config.model.dtype) == ("resnet50", "bfloat16")
-    assert config.batch_size == 1024 and config.num_steps == 100 * steps_per_epoch == 125_100
+    # 100 epochs; the Flax example counts 100 * 1,251 = 125,100 (whole batches per epoch).
+    assert config.batch_size == 1024 and config.num_steps == 100 * 1_281_167 // 1024 == 125_113
     assert config.optimizer.lr == 0.1 * 1024 / 256 and config.optimizer.nesterov
     assert config.optimizer.weight_decay == 1e-4 and config.label_smoothing == 0.0
     assert config.schedule.warmup_steps == 5 * steps_per_epoch
@@ -64,9 +66,11 @@ def test_imagenet_resnet_is_the_flax_example_recipe(tmp_path):
 
 def test_cifar10_resnet_is_the_wide_resnet_recipe(tmp_path):
     config = experiments.load("cifar10_resnet")
+    experiments.resolve_epochs(config, 50_000)
     assert config.data.name == "tfds:cifar10" and config.data.eval_split == "test"
     assert (config.model.name, config.model.dropout_rate) == ("wrn28_10", 0.3)
     assert config.batch_size == 128 and config.num_steps == 200 * 50_000 // 128
+    assert config.eval_every == config.checkpoint_every == 5 * 50_000 // 128
     assert config.optimizer.lr == 0.1 and config.optimizer.nesterov
     assert config.optimizer.weight_decay == 5e-4
     assert config.data.train_pipeline == "pad_crop(4)|flip_lr"

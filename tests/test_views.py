@@ -16,7 +16,7 @@ from recog.errors import UserError
 
 
 def test_views_are_the_image_and_with_eval_flip_its_mirror_image():
-    assert views.of(ml_collections.ConfigDict()) == views.UPRIGHT  # a config from before the key
+    assert views.of(experiments.from_json("{}")) == views.UPRIGHT  # a config from before the key
     both = views.of(ml_collections.ConfigDict({"eval_flip": True}))
     assert both == (views.View(False), views.View(True))
     assert views.describe(both) == "upright and mirrored"

@@ -126,7 +126,7 @@ def train_batches(
 def configured_train_batches(
     source: TfdsSource, config: ml_collections.ConfigDict, start_step: int = 0
 ) -> Iterator[dict[str, np.ndarray]]:
-    """`train_batches` as an experiment config sets it up (config.data.shuffle_bytes optional)."""
+    """`train_batches` as an experiment config sets it up."""
     return train_batches(
         source,
         config.data.train_split,
@@ -135,7 +135,7 @@ def configured_train_batches(
         seed=config.seed,
         start_step=start_step,
         cache=config.data.cache,
-        shuffle_bytes=config.data.get("shuffle_bytes", SHUFFLE_BYTES),
+        shuffle_bytes=config.data.shuffle_bytes,
     )
 
 

@@ -49,7 +49,7 @@ LISTED = 8  # problems of each kind named in an error, before "and N more"
 def check(config: ml_collections.ConfigDict, workdir: str) -> None:
     """Stops before anything is prepared where config.init_from names nothing that exists, or
     named weights that cannot be had (downloading them here, once), for a run that starts."""
-    source = config.get("init_from", "")
+    source = config.init_from
     if not source or checkpoint.has_checkpoints(workdir):
         return
     if pretrained.is_name(source):

@@ -36,8 +36,7 @@ TRAINED = "trained"
 
 
 def make_schedule(lr: float, schedule: ml_collections.ConfigDict, num_steps: int):
-    warmup = schedule.get("warmup_steps", 0)
-    name = schedule.get("name", "cosine")
+    warmup, name = schedule.warmup_steps, schedule.name
     if name == "cosine":
         return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(num_steps, warmup + 1))
     if name == "constant":
@@ -65,10 +64,9 @@ def path_name(key_path) -> str:
 
 
 def _rules(config: ml_collections.ConfigDict) -> list[tuple[re.Pattern, float]]:
-    """(pattern, factor) in order of precedence; config.freeze first, as factor 0. Configs of
-    work directories written before these keys existed have neither."""
-    pairs = [(config.freeze, 0.0)] if config.get("freeze") else []
-    pairs += [(pattern, float(factor)) for pattern, factor in config.get("lr_factors", ())]
+    """(pattern, factor) in order of precedence; config.freeze first, as factor 0."""
+    pairs = [(config.freeze, 0.0)] if config.freeze else []
+    pairs += [(pattern, float(factor)) for pattern, factor in config.lr_factors]
     rules = []
     for pattern, factor in pairs:
         if factor < 0:
@@ -109,8 +107,8 @@ def make_optimizer(config: ml_collections.ConfigDict):
     options = dict(config.optimizer)
     name = options.pop("name")
     lr = options.pop("lr")
-    weight_decay = options.pop("weight_decay", 0.0)
-    clip = options.pop("grad_clip_norm", 0.0)
+    weight_decay = options.pop("weight_decay")
+    clip = options.pop("grad_clip_norm")
     factory = getattr(optax, name, None)
     if not callable(factory) or "learning_rate" not in inspect.signature(factory).parameters:
         optimizers = [

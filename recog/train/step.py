@@ -140,7 +140,7 @@ def build_steps(
     _, abstract_params, _ = nnx.split(abstract_model, nnx.Param, ...)
     frozen = frozen_paths(config, abstract_params)
     abstract_model.train()
-    keep_batch_norm_statistics(abstract_model, frozen, config.get("frozen_batch_stats", False))
+    keep_batch_norm_statistics(abstract_model, frozen, config.frozen_batch_stats)
     train_graph, _, _ = nnx.split(abstract_model, nnx.Param, ...)
     abstract_model.eval()
     eval_graph, _, _ = nnx.split(abstract_model, nnx.Param, ...)
