@@ -1,6 +1,7 @@
-"""What the binaries share: absl flag parsing that sets aside `--config.*` overrides and makes
-`--plugins` paths absolute, and turning a UserError into one line on stderr (exit status 2)
-instead of a traceback."""
+"""What the binaries share: their common flags (--workdir, --plugins, --step, --weights,
+--pretrained), absl flag parsing that sets aside `--config.*` overrides and makes `--plugins`
+paths absolute, and turning a UserError into one line on stderr (exit status 2) instead of a
+traceback."""
 
 import logging
 import sys
@@ -10,7 +11,7 @@ import jax
 from absl import app, flags
 from absl import logging as absl_logging
 
-from recog import parallel, plugins
+from recog import parallel, plugins, startup
 from recog.errors import UserError
 
 _COORDINATOR = flags.DEFINE_string(
@@ -21,6 +22,48 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0.
 _JOIN_TIMEOUT = flags.DEFINE_integer(
     "join_timeout_seconds", 300, "How long to wait for the other processes of the run."
 )
+
+WEIGHTS = ("raw", "ema")  # a run's trained weights, or their moving average (config.ema_decay)
+
+
+def workdir_flag(help_text: str = "The training run's work directory."):
+    return flags.DEFINE_string("workdir", None, help_text)
+
+
+def plugins_flag(help_text: str = "Plugins to load besides those the run used."):
+    return flags.DEFINE_list("plugins", [], help_text)
+
+
+def step_flag(help_text: str = "Checkpoint step (default: the latest; checkpoint.choose_step)."):
+    return flags.DEFINE_integer("step", None, help_text)
+
+
+def trained_model_flags() -> Callable[[], object]:
+    """--workdir or --pretrained, --step, --weights and --plugins, as predict and export take
+    them; returns a function that loads the model they name (inference.load_either)."""
+    workdir = workdir_flag()
+    pretrained = flags.DEFINE_string(
+        "pretrained", None, "Named pretrained weights instead of a work directory: MODEL:TAG."
+    )
+    step = step_flag()
+    weights = flags.DEFINE_enum(
+        "weights", "raw", list(WEIGHTS), "raw weights, or ema: their moving average."
+    )
+    extra_plugins = plugins_flag()
+
+    def load():
+        from recog import inference  # TensorFlow and Orbax: imported when a model is loaded
+
+        return inference.load_either(
+            workdir.value,
+            pretrained.value,
+            step=step.value,
+            weights=weights.value,
+            extra_plugins=extra_plugins.value,
+        )
+
+    return load
+
 
 CONFIG_PREFIX = "--config."
 config_overrides: list[str] = []  # `a.b=value` strings from the command line
@@ -65,4 +108,13 @@ def run(main: Callable[[list[str]], None]) -> None:
             sys.exit(2)
 
     absl_logging.get_absl_handler().addFilter(_QuietLibraries())
+    use_compilation_cache()
     app.run(guarded, flags_parser=_parse_flags)
+
+
+def use_compilation_cache() -> None:
+    """JAX's persistent compilation cache for the binaries, in startup.cache_root()/jax, so that
+    a second command on the same work directory loads its compiled programs instead of compiling
+    them again (benchmarks/README.md, "Command latency"). A cache directory the user set wins."""
+    if jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir", str(startup.cache_root() / "jax"))

@@ -1,6 +1,6 @@
 """Evaluates the checkpoints of a training work directory; needs no flags but --workdir.
 
-    python -m recog.eval --workdir=workdirs/digits_cnn --once   # the latest checkpoint, now
+    python -m recog.eval --workdir=workdirs/digits_cnn --once   # one checkpoint, now
     python -m recog.eval --workdir=workdirs/digits_cnn          # each new checkpoint, once
     python -m recog.eval --workdir=workdirs/digits_cnn --robustness  # occlusion and rotation
     python -m recog.eval --workdir=DIR --robustness --baseline=OTHER_DIR  # beside another run
@@ -10,7 +10,8 @@
 Without --once it follows the training run: every checkpoint is evaluated exactly once (steps
 already in eval/metrics.jsonl are skipped, so a restarted follower picks up where it stopped; one
 started before training waits for it), and it exits after the final step (config.num_steps), or
-when nothing new has appeared for --timeout_seconds.
+when nothing new has appeared for --timeout_seconds. --once and --robustness evaluate one
+checkpoint: --step=N, else the latest, as every binary picks one (checkpoint.choose_step).
 
 Results: one JSON object per line in WORKDIR/eval/metrics.jsonl (step, split, loss, accuracy,
 top-k accuracy, ece, macro_f1, num_examples, per_class precision/recall/F1, confusion_matrix); the
@@ -26,22 +27,24 @@ from etils import epath
 
 from recog import cli, data, experiments, parallel, plugins, robustness
 from recog.errors import UserError
-from recog.train import checkpoint, evaluation, report
+from recog.train import checkpoint, evaluation, report, workdir_files
 from recog.train.metrics import MetricWriter
 from recog.train.step import build_steps
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's work directory.")
-_ONCE = flags.DEFINE_bool("once", False, "Evaluate the latest checkpoint and exit.")
-_STEP = flags.DEFINE_integer("step", None, "With --once: evaluate this step instead.")
+_WORKDIR = cli.workdir_flag()
+_ONCE = flags.DEFINE_bool(
+    "once", False, "Evaluate one checkpoint (--step, or the latest) and exit."
+)
+_STEP = cli.step_flag()
 _POLL_SECONDS = flags.DEFINE_float("poll_seconds", 5.0, "How often to look for new checkpoints.")
 _TIMEOUT_SECONDS = flags.DEFINE_float(
     "timeout_seconds", 3600.0, "Stop following after this long without a new checkpoint."
 )
-_PLUGINS = flags.DEFINE_list("plugins", [], "Plugins to load besides those the run used.")
+_PLUGINS = cli.plugins_flag()
 _ROBUSTNESS = flags.DEFINE_bool(
     "robustness",
     False,
-    "Measure accuracy under occlusion and rotation for the latest (or --step) checkpoint; "
+    "Measure accuracy under occlusion and rotation for one checkpoint (--step, or the latest); "
     "writes eval/robustness.{json,md,png}.",
 )
 _BASELINE = flags.DEFINE_string(
@@ -61,23 +64,23 @@ def evaluated_steps(metrics_path: epath.Path, split: str) -> set[int]:
 def wait_for_config(workdir: epath.Path, timeout: float, poll: float):
     """The run's config; a follower started before training waits for it to appear."""
     deadline = time.monotonic() + timeout
-    while not (workdir / checkpoint.CONFIG_FILE).is_file() and time.monotonic() < deadline:
+    while not (workdir / workdir_files.CONFIG_FILE).is_file() and time.monotonic() < deadline:
         time.sleep(poll)
-    return checkpoint.read_config(workdir)
+    return workdir_files.read_config(workdir)
 
 
 def main(argv: list[str]) -> None:
     del argv
     if not _WORKDIR.value:
         raise UserError("--workdir is required: the work directory of a training run.")
-    workdir = checkpoint.workdir_path(_WORKDIR.value)
+    workdir = workdir_files.workdir_path(_WORKDIR.value)
     if _BASELINE.value and not _ROBUSTNESS.value:
         raise UserError("--baseline compares robustness reports; it needs --robustness.")
     baseline = None
     if _BASELINE.value:
-        baseline = robustness.read_baseline(checkpoint.workdir_path(_BASELINE.value))
+        baseline = robustness.read_baseline(workdir_files.workdir_path(_BASELINE.value))
     if _ONCE.value or _ROBUSTNESS.value:
-        config = checkpoint.read_config(workdir)
+        config = workdir_files.read_config(workdir)
     else:
         config = wait_for_config(workdir, _TIMEOUT_SECONDS.value, _POLL_SECONDS.value)
     plugins.load_all(list(config.get("plugins", [])) + list(_PLUGINS.value))
@@ -102,13 +105,7 @@ def main(argv: list[str]) -> None:
     done = evaluated_steps(metrics_path, split)
 
     def eval_batches():
-        batches = data.eval_batches(
-            source,
-            split,
-            global_batch_size=config.eval_batch_size,
-            pipeline=config.data.eval_pipeline,
-        )
-        return (parallel.to_global(b, sharding) for b in batches)
+        return data.configured_eval_batches(source, config, sharding)
 
     checkpoints = checkpoint.manager(workdir, for_reading=True)
 
@@ -130,13 +127,10 @@ def main(argv: list[str]) -> None:
         checkpoints.reload()  # see what training saved since the last look
         available = checkpoints.all_steps()
         if _ONCE.value:
-            if _STEP.value is not None and _STEP.value not in available:
-                raise UserError(
-                    f"{workdir} has no checkpoint at step {_STEP.value}; it has {available}."
-                )
-            if not available:
-                raise UserError(f"{workdir} holds no checkpoint yet.")
-            evaluate_step(_STEP.value if _STEP.value is not None else max(available))
+            chosen = checkpoint.choose_step(checkpoints, workdir, _STEP.value)
+            why = checkpoint.why_chosen(checkpoints, config, chosen, _STEP.value)
+            logging.info("Evaluating step %d: %s", chosen, why)
+            evaluate_step(chosen)
             break
         new = sorted(set(available) - done)
         for step in new:

@@ -29,9 +29,9 @@ Load and run it anywhere with a compatible JAX (CPU by default; --platforms adds
     probabilities = np.asarray(exported.call(images))  # (4, len(info["class_names"]))
     print(info["class_names"][int(probabilities[0].argmax())])
 
-The checkpoint is the best by config.best_metric (the latest where no checkpoint was saved with
-eval metrics) unless --step names another; the log says which it took, best or latest, and the
-.json records its "step" and why ("checkpoint"). --weights=ema exports the moving average of the
+The checkpoint is the latest unless --step names another (checkpoint.choose_step, the rule of
+every binary); the log says which it took, and the .json records its "step" and why
+("checkpoint"). --weights=ema exports the moving average of the
 weights when the run kept one. --pretrained=MODEL:TAG exports named pretrained weights
 (recog/pretrained.py) with their own classes (ImageNet's 1,000, in words) instead of a run.
 """
@@ -48,22 +48,14 @@ from recog.errors import UserError
 
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's work directory.")
-_PRETRAINED = flags.DEFINE_string(
-    "pretrained", None, "Named pretrained weights instead of a work directory: MODEL:TAG."
-)
+load_trained_model = cli.trained_model_flags()
 _OUT = flags.DEFINE_string("out", None, "Where the artifact goes; its .json goes beside it.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the best one).")
-_WEIGHTS = flags.DEFINE_enum(
-    "weights", "raw", list(inference.WEIGHTS), "raw weights, or ema: their moving average."
-)
 _PLATFORMS = flags.DEFINE_list(
     "platforms", [], "Platforms to export for: cpu, cuda, rocm, tpu (default: this machine's)."
 )
 _BATCH_SIZE = flags.DEFINE_integer(
     "batch_size", None, "Fix the batch size (default: any), for a model that needs it fixed."
 )
-_PLUGINS = flags.DEFINE_list("plugins", [], "Plugins to load besides those the run used.")
 
 
 def input_spec(trained: inference.Trained, batch_size: int | None) -> jax.ShapeDtypeStruct:
@@ -141,13 +133,7 @@ def main(argv: list[str]) -> None:
     info_path = out.with_suffix(".json")
     if info_path == out:
         raise UserError(f"--out={out} would be overwritten by its description; use another suffix.")
-    trained = inference.load_either(
-        _WORKDIR.value,
-        _PRETRAINED.value,
-        step=_STEP.value,
-        weights=_WEIGHTS.value,
-        extra_plugins=_PLUGINS.value,
-    )
+    trained = load_trained_model()
     exported = export(trained, _PLATFORMS.value, _BATCH_SIZE.value)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(bytes(exported.serialize()))

@@ -17,14 +17,13 @@ import numpy as np
 import tensorflow as tf
 from flax import nnx
 
-from recog import augment, plugins, pretrained, views
+from recog import augment, cli, plugins, pretrained, views
 from recog.data import decode
 from recog.errors import UserError
-from recog.train import checkpoint, init_from
+from recog.train import checkpoint, init_from, workdir_files
 from recog.train.optim import path_name
 from recog.train.step import create_model, normalize
 
-WEIGHTS = ("raw", "ema")
 EVAL_SEED = (0, 0)  # the seed every example gets in data.eval_batches
 # Two unrelated sizes: a pipeline that maps both to one shape gives every image that shape.
 PROBE_SIZES = ((97, 131), (311, 203))
@@ -112,7 +111,7 @@ class Trained:
     config: ml_collections.ConfigDict
     class_names: list[str]
     step: int
-    chosen_because: str  # why this checkpoint: "the best by accuracy (0.9639), also the latest"
+    chosen_because: str  # why this checkpoint: "the latest, also the best by accuracy 0.9639"
     weights: str  # "raw" or "ema"
     graphdef: nnx.GraphDef
     params: nnx.State
@@ -171,11 +170,11 @@ def load(
 ) -> Trained:
     """Reads the run's config, class names and a checkpoint (checkpoint.choose_step) from
     `workdir`; `weights="ema"` takes the moving average of the weights, when the run kept one."""
-    if weights not in WEIGHTS:
-        raise UserError(f"--weights must be one of {', '.join(WEIGHTS)}, not {weights!r}.")
-    config = checkpoint.read_config(workdir)
+    if weights not in cli.WEIGHTS:
+        raise UserError(f"--weights must be one of {', '.join(cli.WEIGHTS)}, not {weights!r}.")
+    config = workdir_files.read_config(workdir)
     plugins.load_all(list(config.get("plugins", [])) + list(extra_plugins or []))
-    dataset = checkpoint.read_dataset_info(workdir)
+    dataset = workdir_files.read_dataset_info(workdir)
     class_names = list(dataset["class_names"])
     *size, channels = dataset["image_shape"]
     if channels not in (1, 3):
@@ -201,7 +200,7 @@ def load(
         {weights_key: params, "model_state": model_state},
     )
     mngr = checkpoint.manager(workdir, for_reading=True)
-    chosen = checkpoint.choose_step(mngr, config, workdir, step)
+    chosen = checkpoint.choose_step(mngr, workdir, step)
     state = checkpoint.restore(mngr, chosen, wanted, workdir, weights_only=True)
     return Trained(
         workdir=str(workdir),

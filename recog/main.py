@@ -19,22 +19,25 @@ from recog.data import catalog
 from recog.errors import TrainingDiverged, UserError
 from recog.models import info
 from recog.registry import ALL, MODELS
-from recog.train import checkpoint, evaluation, init_from
+from recog.train import checkpoint, evaluation, init_from, workdir_files
 from recog.train.metrics import MetricWriter, Progress
 from recog.train.optim import make_optimizer, training_summary
 from recog.train.step import build_steps, check_accumulation
 
 _EXPERIMENT = flags.DEFINE_string("experiment", None, "NAME[:variant] of experiments/NAME.py.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go.")
-_PLUGINS = flags.DEFINE_list("plugins", [], "Plugin modules or .py files to load.")
+_WORKDIR = cli.workdir_flag("Where checkpoints and metrics go.")
+_PLUGINS = cli.plugins_flag("Plugin modules or .py files to load.")
 _LIST = flags.DEFINE_bool("list", False, "List models, datasets, augmentations, experiments.")
 
 
-def first_doc_line(obj) -> str:
-    return ((obj.__doc__ or "").strip().split("\n") or [""])[0]
+def summary(obj) -> str:
+    """The first sentence of obj's docstring, for --list."""
+    paragraph = " ".join((obj.__doc__ or "").strip().split("\n\n")[0].split())
+    return paragraph.split(". ")[0].removesuffix(".")
 
 
 def print_listing() -> None:
+    model_figures = {name: info.listing_figures(name) for name in MODELS}  # any log line first
     for registry in ALL:
         if registry is MODELS:
             print(f"models:{'params':>28s} {'GFLOPs':>8s}  (1000 classes; one 224x224 RGB image)")
@@ -43,9 +46,9 @@ def print_listing() -> None:
         for name in registry:
             figures = ""
             if registry is MODELS:
-                params, flops = info.listing_figures(name)
+                params, flops = model_figures[name]
                 figures = f"{params:>8s} {flops:>8s}  "
-            print(f"  {name:24s} {figures}{first_doc_line(registry.get(name))}")
+            print(f"  {name:24s} {figures}{summary(registry.get(name))}")
     print("experiments:")
     for name in experiments.available():
         print(f"  {name:24s} {experiments.describe(name)}")
@@ -65,7 +68,7 @@ def check_before_writing(config: ml_collections.ConfigDict, workdir: str, mesh) 
     for pipeline in (config.data.train_pipeline, config.data.eval_pipeline):
         augment.parse(pipeline)
     parse_batch(config.data.batch_pipeline)
-    checkpoint.check_workdir(workdir, config)
+    workdir_files.check_workdir(workdir, config)
     init_from.check(config, workdir)
 
 
@@ -80,7 +83,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     steps = build_steps(config, source.num_classes, in_channels, mesh)
 
     initial_weights = None
-    if config.init_from and not checkpoint.has_checkpoints(workdir):
+    if config.init_from and not workdir_files.has_checkpoints(workdir):
         # Read before the checkpoint manager exists: a source that does not fit is refused with
         # nothing written to the work directory.
         initial_weights = init_from.load_weights(
@@ -94,25 +97,19 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state = steps.init()
     else:
         logging.info("Resuming from the checkpoint at step %d in %s", state["step"], workdir)
-    checkpoint.record_run(workdir, config, data.describe(source))
+    workdir_files.record_run(workdir, config, data.describe(source))
     first_step = int(state["step"])
 
     batch_sharding = parallel.batch_sharding(mesh)
     train_batches = data.configured_train_batches(source, config, start_step=first_step)
 
-    def eval_batches():
-        batches = data.eval_batches(
-            source,
-            config.data.eval_split,
-            global_batch_size=config.eval_batch_size,
-            pipeline=config.data.eval_pipeline,
-        )
-        return (parallel.to_global(b, batch_sharding) for b in batches)
-
     def run_eval() -> dict:
+        def eval_batches():
+            return data.configured_eval_batches(source, config, batch_sharding)
+
         return evaluation.evaluate_weights(steps, state, eval_batches, source.class_names)
 
-    workdir_path = checkpoint.workdir_path(workdir)
+    workdir_path = workdir_files.workdir_path(workdir)
     writer = MetricWriter(
         workdir_path / "metrics.jsonl", workdir_path / "tensorboard", first_step=first_step
     )

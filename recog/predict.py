@@ -15,9 +15,10 @@ config.data.eval_pipeline, and resized to the training images' size when they al
 that evaluates each image mirrored too (config.eval_flip: recog/views.py) has its logits averaged
 over the same views here, so that predictions agree with recog.eval.
 
-The checkpoint is the best by config.best_metric (the latest where no checkpoint was saved with
-eval metrics; --step=N for another), and the log says which it took, with its raw weights
-(--weights=ema for their moving average, when the run kept one). Output, one record per image:
+The checkpoint is the latest (--step=N for another; checkpoint.choose_step, the rule of every
+binary), and the log says which it took and where the best by config.best_metric is; its raw
+weights (--weights=ema for their moving average, when the run kept one). Output, one record per
+image:
 
     --format=text  seven.png: 7 (97.1%), 9 (1.4%), 3 (0.6%)
     --format=json  {"path": "seven.png", "top": [{"label": "7", "prob": 0.971}, ...]}
@@ -49,21 +50,13 @@ from recog import cli, inference
 from recog.data import decode
 from recog.errors import UserError
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's work directory.")
-_PRETRAINED = flags.DEFINE_string(
-    "pretrained", None, "Named pretrained weights instead of a work directory: MODEL:TAG."
-)
+load_trained_model = cli.trained_model_flags()
 _TOP_K = flags.DEFINE_integer("top_k", 5, "How many of the most probable classes to show.")
 _FORMAT = flags.DEFINE_enum("format", "text", ["text", "json", "csv"], "Output format.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the best one).")
-_WEIGHTS = flags.DEFINE_enum(
-    "weights", "raw", list(inference.WEIGHTS), "raw weights, or ema: their moving average."
-)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Images per forward pass.")
 _EXPLAIN = flags.DEFINE_string(
     "explain", None, "Write a Grad-CAM heatmap PNG of each image into this folder."
 )
-_PLUGINS = flags.DEFINE_list("plugins", [], "Plugins to load besides those the run used.")
 
 CSV_HEADER = ("path", "rank", "label", "prob", "error")
 MISSING = "no such file or folder"
@@ -199,13 +192,7 @@ def main(argv: list[str]) -> None:
         raise UserError("name at least one image file or folder to recognise after the flags.")
     if _TOP_K.value < 1 or _BATCH_SIZE.value < 1:
         raise UserError("--top_k and --batch_size must be at least 1.")
-    trained = inference.load_either(
-        _WORKDIR.value,
-        _PRETRAINED.value,
-        step=_STEP.value,
-        weights=_WEIGHTS.value,
-        extra_plugins=_PLUGINS.value,
-    )
+    trained = load_trained_model()
     logging.info("Recognising with %s", trained.provenance)
     records = recognise(
         trained,

@@ -24,12 +24,12 @@ The file's tensors reach the model through the model's converter (recog.torch_we
 import dataclasses
 import hashlib
 import importlib.resources
-import os
 import re
 import tempfile
 import urllib.request
 from pathlib import Path
 
+from recog import startup
 from recog.errors import UserError
 from recog.registry import Registry
 
@@ -81,8 +81,7 @@ def get(name: str) -> PretrainedWeights:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("RECOG_CACHE") or Path.home() / ".cache" / "recog"
-    return Path(root) / "weights"
+    return startup.cache_root() / "weights"
 
 
 def file_path(name: str) -> str:

@@ -30,7 +30,7 @@ from etils import epath
 from jax.sharding import NamedSharding
 from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
-from recog import data, parallel
+from recog import data
 from recog.augment import geometry
 from recog.data.sources import TfdsSource
 from recog.errors import UserError
@@ -91,16 +91,7 @@ def measure(
     fill = np.round(np.asarray(config.data.mean) * 255.0).astype(np.uint8)
 
     def accuracy(damage) -> float:
-        batches = data.eval_batches(
-            source,
-            config.data.eval_split,
-            global_batch_size=config.eval_batch_size,
-            pipeline=config.data.eval_pipeline,
-        )
-        damaged = (
-            parallel.to_global({**batch, "image": damage(batch["image"], number)}, sharding)
-            for number, batch in enumerate(batches)
-        )
+        damaged = data.configured_eval_batches(source, config, sharding, damage)
         return evaluation.evaluate(steps.eval, state, damaged, source.class_names)["accuracy"]
 
     def anchors(images: np.ndarray, number: int) -> np.ndarray:
@@ -203,11 +194,10 @@ def run(
     step: int | None,
     baseline: dict | None = None,
 ) -> dict:
-    """Measures the checkpoint at `step` (default: the latest) and writes the report files, with
-    a `baseline`'s results beside (read_baseline); returns the results."""
+    """Measures the checkpoint at `step` (default: checkpoint.choose_step's) and writes the
+    report files, with a `baseline`'s results beside (read_baseline); returns the results."""
     mngr = checkpoint.manager(workdir, for_reading=True)
-    latest = max(mngr.all_steps(), default=None)
-    step = checkpoint.choose_step(mngr, config, workdir, latest if step is None else step)
+    step = checkpoint.choose_step(mngr, workdir, step)
     state = checkpoint.restore(mngr, step, steps.abstract_state, workdir, weights_only=True)
     results = {
         "workdir": str(workdir),

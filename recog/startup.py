@@ -55,12 +55,19 @@ def set_cpu_xla_defaults() -> None:
 
 
 def set_tensorflow_defaults() -> None:
-    """TensorFlow is only recog's tf.data engine: warnings and errors only in its log, and its
-    BFC allocator, since the default one hands every tensor fresh pages from the OS and the page
-    faults cost tf.data more than the resize itself (benchmarks/README.md, "The host's part").
-    A value the user set wins."""
+    """TensorFlow is only recog's tf.data engine: warnings and errors only in its log; its BFC
+    allocator, since the default one hands every tensor fresh pages from the OS and the page
+    faults cost tf.data more than the resize itself (benchmarks/README.md, "The host's part");
+    and none of its oneDNN kernels, which serve the network layers recog never runs in
+    TensorFlow and announce themselves on every command. A value the user set wins."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+def cache_root() -> Path:
+    """Where recog keeps what it can make again: downloaded weights, compiled programs."""
+    return Path(os.environ.get("RECOG_CACHE") or Path.home() / ".cache" / "recog")
 
 
 def import_tensorflow_without_keras() -> None:

@@ -6,6 +6,8 @@ import shutil
 import pytest
 from conftest import REPO, read_jsonl, run_binary, snapshot
 
+from recog.train import checkpoint, workdir_files
+
 
 def test_main_writes_checkpoints_metrics_config_and_progress(trained_workdir):
     workdir, result = trained_workdir
@@ -29,14 +31,17 @@ def test_eval_once_then_follow_evaluates_each_checkpoint_once(trained_workdir, t
     source, _ = trained_workdir
     workdir = tmp_path / "copy"
     shutil.copytree(source, workdir)
-    once = run_binary("eval", f"--workdir={workdir}", "--once")  # evaluates the latest, step 60
+    once = run_binary("eval", f"--workdir={workdir}", "--once")  # the latest, step 60
     assert once.returncode == 0, once.stderr[-3000:]
+    mngr = checkpoint.manager(workdir, for_reading=True)
+    why = checkpoint.why_chosen(mngr, workdir_files.read_config(workdir), 60, None)
     printed = json.loads(once.stdout.strip().splitlines()[-1])
     assert printed["step"] == 60 and printed["num_examples"] == 360
+    assert f"Evaluating step 60: {why}" in once.stderr and why.startswith("the latest")
     follow = run_binary("eval", f"--workdir={workdir}", "--poll_seconds=0.1")
     assert follow.returncode == 0, follow.stderr[-3000:]
     rows = read_jsonl(workdir / "eval" / "metrics.jsonl")
-    assert sorted(r["step"] for r in rows) == [30, 60]  # 60 was not evaluated a second time
+    assert sorted(r["step"] for r in rows) == [30, 60]  # the chosen step not a second time
     for row in rows:
         assert {"step", "accuracy", "loss", "num_examples", "split", "top5_accuracy", "ece"} <= set(
             row

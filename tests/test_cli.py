@@ -48,14 +48,14 @@ def figures_test_model(num_classes, *, in_channels, rngs):
 
 @pytest.fixture
 def cache_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("RECOG_CACHE", str(tmp_path))
     info.cached_figures.cache_clear()
-    yield tmp_path / "recog" / "model_figures.json"
+    yield tmp_path / "model_figures.json"
     info.cached_figures.cache_clear()
 
 
 def test_shipped_models_figures_are_measured_once_and_kept(cache_file):
-    assert info.listing_figures("small_cnn") == ("0.42M", "3.76")  # README's Models table
+    assert info.listing_figures("small_cnn") == ("0.42M", "3.76")  # docs/models.md's table
     kept = json.loads(cache_file.read_text())
     assert kept == {"source": info.shipped_source_key(), "figures": kept["figures"]}
     assert kept["figures"] == {
@@ -69,7 +69,7 @@ def test_shipped_models_figures_are_measured_once_and_kept(cache_file):
 
 
 def test_figures_measured_on_other_source_are_measured_again(cache_file):
-    cache_file.parent.mkdir(parents=True)
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
     cache_file.write_text(json.dumps({"source": "older", "figures": {"small_cnn": [1, 2.0]}}))
     assert info.listing_figures("small_cnn") == ("0.42M", "3.76")
 

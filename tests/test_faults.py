@@ -14,7 +14,7 @@ from conftest import REPO, checkpoint_vector, env_with_devices, read_jsonl, run_
 from etils import epath
 
 from recog import inference, parallel
-from recog.train import checkpoint
+from recog.train import checkpoint, workdir_files
 from recog.train.metrics import set_aside_lines_after
 from recog.train.step import build_steps
 
@@ -205,8 +205,8 @@ def test_metric_lines_past_the_resumed_step_are_set_aside_not_lost(tmp_path):
 
 def abstract_train_state(workdir):
     """The abstract train state of the run in `workdir`."""
-    config = checkpoint.read_config(workdir)
-    dataset = checkpoint.read_dataset_info(workdir)
+    config = workdir_files.read_config(workdir)
+    dataset = workdir_files.read_dataset_info(workdir)
     mesh = parallel.make_mesh(jax.devices()[:1])
     steps = build_steps(config, len(dataset["class_names"]), dataset["image_shape"][-1], mesh)
     return steps.abstract_state

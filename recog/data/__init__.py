@@ -6,7 +6,12 @@ import tensorflow as tf
 from jax.experimental import multihost_utils
 
 from recog.data import catalog, cats, digits, folder  # noqa: F401
-from recog.data.pipeline import configured_train_batches, eval_batches, train_batches
+from recog.data.pipeline import (
+    configured_eval_batches,
+    configured_train_batches,
+    eval_batches,
+    train_batches,
+)
 from recog.data.sources import TfdsSource
 from recog.errors import UserError
 
@@ -70,6 +75,7 @@ def image_channels(source: TfdsSource) -> int:
 
 __all__ = [
     "TfdsSource",
+    "configured_eval_batches",
     "configured_train_batches",
     "eval_batches",
     "image_channels",

@@ -51,4 +51,5 @@ class SklearnDigits(tfds.core.GeneratorBasedBuilder):
 
 @DATASETS.register("digits")
 def digits(data_dir: str | None = None) -> TfdsSource:
+    """scikit-learn's 1,797 handwritten digit scans, 8x8 grayscale, shipped with it: no download."""
     return TfdsSource(SklearnDigits(data_dir=data_dir))

@@ -7,7 +7,7 @@ no iterator state in the checkpoint.
 """
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import jax
 import ml_collections
@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from recog import augment
+from recog import augment, parallel
 from recog.data.sources import TfdsSource
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -162,3 +162,24 @@ def eval_batches(
     ds = ds.concatenate(padding).take(num_batches * local_batch)
     ds = ds.batch(local_batch, drop_remainder=True).prefetch(AUTOTUNE)
     return ds.with_options(_options()).as_numpy_iterator()
+
+
+def configured_eval_batches(
+    source: TfdsSource,
+    config: ml_collections.ConfigDict,
+    sharding: jax.sharding.NamedSharding,
+    damage: Callable[[np.ndarray, int], np.ndarray] | None = None,
+) -> Iterator[dict[str, jax.Array]]:
+    """config.data.eval_split as recog.main, recog.eval and the robustness eval all read it:
+    global batches of config.eval_batch_size through the eval pipeline, placed by `sharding`;
+    `damage(images, batch_number)` first changes each host batch's uint8 images (robustness)."""
+    batches = eval_batches(
+        source,
+        config.data.eval_split,
+        global_batch_size=config.eval_batch_size,
+        pipeline=config.data.eval_pipeline,
+    )
+    for number, batch in enumerate(batches):
+        if damage is not None:
+            batch = {**batch, "image": damage(batch["image"], number)}
+        yield parallel.to_global(batch, sharding)

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from absl import logging
 from flax import nnx
 
-from recog import plugins
+from recog import plugins, startup
 from recog.registry import MODELS
 
 MEASURED_WITH = ("jax", "jaxlib", "flax")  # their versions are part of the cache key
@@ -91,8 +91,7 @@ def measure(name: str) -> tuple[int | None, float | None]:
 
 
 def cache_path() -> Path:
-    cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache_home) / "recog" / "model_figures.json"
+    return startup.cache_root() / "model_figures.json"
 
 
 @functools.cache

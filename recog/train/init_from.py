@@ -1,7 +1,7 @@
 """config.init_from: a new run's weights and BatchNorm statistics from pretrained ones.
 
-    --config.init_from=DIR         a recog work directory: its best checkpoint by the run's
-                                   config.best_metric, else its newest (its raw weights, not EMA)
+    --config.init_from=DIR         a recog work directory: its latest checkpoint (its raw
+                                   weights, not EMA), as checkpoint.choose_step picks
     --config.init_from=DIR@STEP    that work directory's checkpoint of step STEP
     --config.init_from=FILE        a PyTorch state dict (.pth, .pt, .bin) or a .safetensors file,
                                    in the layout of the model's converter (recog.torch_weights)
@@ -39,7 +39,7 @@ from recog.torch_weights import (
     read_state_dict,
     to_recog,
 )
-from recog.train import checkpoint
+from recog.train import checkpoint, workdir_files
 from recog.train.optim import path_name
 from recog.train.step import State, create_model
 
@@ -50,7 +50,7 @@ def check(config: ml_collections.ConfigDict, workdir: str) -> None:
     """Stops before anything is prepared where config.init_from names nothing that exists, or
     named weights that cannot be had (downloading them here, once), for a run that starts."""
     source = config.init_from
-    if not source or checkpoint.has_checkpoints(workdir):
+    if not source or workdir_files.has_checkpoints(workdir):
         return
     if pretrained.is_name(source):
         weights = pretrained.get(source)
@@ -240,18 +240,18 @@ def workdir_tensors(
             f"config.init_from: {workdir} is neither a recog work directory nor a weights file "
             f"({', '.join((*PICKLE_SUFFIXES, SAFETENSORS_SUFFIX))})."
         )
-    config = checkpoint.read_config(workdir)
+    config = workdir_files.read_config(workdir)
     if config.model.name != model:
         raise UserError(
             f"config.init_from: {workdir} holds weights of {config.model.name}, but this run's "
             f"model is {model}."
         )
     mngr = ocp.CheckpointManager(
-        checkpoint.checkpoint_dir(workdir),
+        workdir_files.checkpoint_dir(workdir),
         item_handlers=ocp.PyTreeCheckpointHandler(),  # reads any train state, as saved
         options=ocp.CheckpointManagerOptions(create=False),
     )
-    step = checkpoint.choose_step(mngr, config, workdir, step)
+    step = checkpoint.choose_step(mngr, workdir, step)
     metadata = flatten_dict(mngr.item_metadata(step).tree)
     wanted = {
         key: ocp.RestoreArgs(restore_type=np.ndarray)
@@ -272,7 +272,7 @@ def workdir_tensors(
         path = _checkpoint_path(key)
         tensors[path] = SourceTensor(path, array.shape, array)
     logging.info("config.init_from: step %d of %s.", step, workdir)
-    return tensors, list(checkpoint.read_dataset_info(workdir)["class_names"])
+    return tensors, list(workdir_files.read_dataset_info(workdir)["class_names"])
 
 
 def _checkpoint_path(key: tuple[str, ...]) -> str:
