@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from flax import nnx
 
-from recog import augment, cli, plugins, pretrained, views
+from recog import augment, cli, experiments, plugins, pretrained, views
 from recog.data import decode
 from recog.errors import UserError
 from recog.train import checkpoint, init_from, workdir_files
@@ -238,6 +238,7 @@ def load_pretrained(name: str, *, extra_plugins: list[str] | None = None) -> Tra
             "plugins": list(extra_plugins or []),
         }
     )
+    experiments.add_defaults(config)
     abstract_model = nnx.eval_shape(lambda: create_model(config, len(class_names), 3, 0))
     abstract_model.eval()
     graphdef, params, _ = nnx.split(abstract_model, nnx.Param, ...)

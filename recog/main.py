@@ -33,7 +33,8 @@ _LIST = flags.DEFINE_bool("list", False, "List models, datasets, augmentations, 
 def summary(obj) -> str:
     """The first sentence of obj's docstring, for --list."""
     paragraph = " ".join((obj.__doc__ or "").strip().split("\n\n")[0].split())
-    return paragraph.split(". ")[0].removesuffix(".")
+    first, period, _ = paragraph.partition(". ")
+    return first + period.strip()
 
 
 def print_listing() -> None:

@@ -49,9 +49,64 @@ LONGEST_FILES_FIRST = (
 )
 
 
+# The tests that train, start binaries or compile large programs (3 s or more each in
+# `python -m pytest -q --durations=0` at 3ef7227): `pytest -m "not slow"` leaves them out, the
+# fast tier of the edit-test loop. "*" is the whole file.
+SLOW_TESTS = {
+    "test_augment.py": (
+        "test_batch_augmentations",
+        "test_inside_a_tf_data_pipeline_of_unknown_image_sizes",
+        "test_mixup_and_cutmix_mix_images_and_targets_alike",
+        "test_randaugment_on_the_device_draws_operations_per_image",
+    ),
+    "test_benchmarks.py": "*",
+    "test_binaries.py": "*",
+    "test_cats_experiment.py": ("test_cats_resnet_cpu_trains_on_a_folder",),
+    "test_exactness.py": "*",
+    "test_export.py": "*",
+    "test_faults.py": "*",
+    "test_finetune.py": (
+        "test_a_run_from_a_work_directory_with_frozen_layers",
+        "test_init_from_a_work_directory_takes_only_the_weights",
+        "test_torchvision_weights_give_pytorchs_logits",
+    ),
+    "test_flagship.py": "*",
+    "test_install.py": ("test_installed_copy_lists_and_trains_from_another_directory",),
+    "test_main_job.py": "*",
+    "test_models.py": (
+        "test_accelerator_programs_hold_stock_ops_only",
+        "test_bfloat16_computes_in_bfloat16_with_float32_state",
+        "test_bfloat16_forward_is_close_to_float32",
+        "test_conv_as_a_matmul_equals_xla_conv",
+        "test_dropout_and_stochastic_depth_follow_config_and_train_mode",
+        "test_forward_and_reverse_mode_agree",
+        "test_forward_mode_differentiation_traces",
+        "test_max_pool_equals_nnx_max_pool_and_its_derivatives",
+        "test_model_plugin_outside_the_repo_trains",
+    ),
+    "test_multihost.py": "*",
+    "test_p4m_resnet.py": "*",
+    "test_plugin_walkthrough.py": "*",
+    "test_plugins.py": (
+        "test_broken_plugin_is_one_line_error_not_traceback",
+        "test_list_shows_plugins_from_all_three_sources",
+        "test_shapes_dataset_plugin_trains_through_the_binary",
+    ),
+    "test_predict.py": "*",
+    "test_pretrained.py": "*",
+    "test_recipes.py": "*",
+    "test_train.py": "*",
+    "test_views.py": ("test_the_robust_recipe_recognises_turned_photos_the_upright_one_does_not",),
+}
+
+
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(LONGEST_FILES_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
+    for item in items:
+        slow = SLOW_TESTS.get(item.path.name, ())
+        if slow == "*" or item.originalname in slow:
+            item.add_marker(pytest.mark.slow)
 
 
 def free_port() -> int:
