@@ -78,7 +78,7 @@ def test_the_latest_checkpoint_is_taken_and_the_log_says_where_the_best_is():
     assert checkpoint.choose_step(scored, "DIR", None) == 30
     assert (
         checkpoint.why_chosen(scored, config, 30, None)
-        == "the latest; the best by loss 0.25 is step 20 (--step=20)"
+        == "the latest; the best by loss 0.25 is step 20"
     )
     assert checkpoint.why_chosen(scored, config, 10, 10) == "as asked"
     improving = Checkpoints({10: {"loss": 0.5}, 20: {"loss": 0.25}})

@@ -211,4 +211,4 @@ def why_chosen(mngr, config: ml_collections.ConfigDict, chosen: int, asked: int 
     value = f"{config.best_metric} {mngr.metrics(best)[config.best_metric]:.4g}"
     if best == chosen:
         return f"the latest, also the best by {value}"
-    return f"the latest; the best by {value} is step {best} (--step={best})"
+    return f"the latest; the best by {value} is step {best}"
