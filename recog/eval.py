@@ -125,14 +125,13 @@ def main(argv: list[str]) -> None:
     last_news = time.monotonic()
     while True:
         checkpoints.reload()  # see what training saved since the last look
-        available = checkpoints.all_steps()
         if _ONCE.value:
             chosen = checkpoint.choose_step(checkpoints, workdir, _STEP.value)
             why = checkpoint.why_chosen(checkpoints, config, chosen, _STEP.value)
             logging.info("Evaluating step %d: %s", chosen, why)
             evaluate_step(chosen)
             break
-        new = sorted(set(available) - done)
+        new = sorted(set(checkpoints.all_steps()) - done)
         for step in new:
             try:
                 evaluate_step(step)

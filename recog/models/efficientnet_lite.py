@@ -7,7 +7,8 @@ Built as TensorFlow's `efficientnet_lite_builder` builds them, so that the porte
 convolutions with TensorFlow's SAME padding (asymmetric on a stride-2 convolution: the extra row
 and column at the bottom and right), BatchNorm with epsilon 1e-3 and momentum 0.99, inputs
 scaled as (x - 127) / 128 (config.data.mean 127/255, std 128/255). ImageNet top-1 of Google's
-float models: 75.1% (Lite0, 224 px), 76.7 (Lite1, 240), 77.6 (Lite2, 260), 79.8 (Lite3, 280),
+float models, as tensorflow/tpu's models/official/efficientnet/lite/README.md reports them (not
+measured here): 75.1% (Lite0, 224 px), 76.7 (Lite1, 240), 77.6 (Lite2, 260), 79.8 (Lite3, 280),
 81.5 (Lite4, 300).
 
 Module paths: stem/{conv,norm}; blocks/N/{expand,depthwise,project}/{conv,norm} (the first
@@ -46,10 +47,10 @@ VARIANTS = {
 STEM_CHANNELS = 32
 TOP_CHANNELS = 1280
 DIVISOR = 8
-# TensorFlow's EfficientNet convolution initialiser (efficientnet_model.conv_kernel_initializer).
-# The classifier keeps Flax's default (LeCun normal, by fan-in): TensorFlow's scales by fan-out,
-# the class count, which starts a new 2-class classifier with logits in the tens.
-CONV_INIT = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
+# Convolutions start as TensorFlow's EfficientNet's (efficientnet_model.conv_kernel_initializer),
+# which is layers.HE_NORMAL_FAN_OUT. The classifier keeps Flax's default (LeCun normal, by
+# fan-in): TensorFlow's scales by fan-out, the class count, which starts a new 2-class classifier
+# with logits in the tens.
 
 
 def round_filters(channels: int, width: float) -> int:
@@ -82,7 +83,7 @@ class ConvBN(nnx.Module):
             padding="SAME",  # lax's SAME is TensorFlow's: the odd extra pixel after, not before
             feature_group_count=groups,
             use_bias=False,
-            kernel_init=CONV_INIT,
+            kernel_init=layers.HE_NORMAL_FAN_OUT,
             dtype=dtype,
             conv_general_dilated=layers.conv_general_dilated,
             rngs=rngs,
