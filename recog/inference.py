@@ -6,6 +6,8 @@ WORKDIR/dataset.json, the model and the eval pipeline from WORKDIR/config.json, 
 checkpoint. The model runs on one device (the first JAX sees), whatever the training run used.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import functools
 import os

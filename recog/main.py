@@ -5,6 +5,7 @@ python -m recog.main --experiment=digits_cnn --config.optimizer.lr=0.05 --config
 python -m recog.main --list
 """
 
+import re
 import time
 from pathlib import Path
 
@@ -33,8 +34,7 @@ _LIST = flags.DEFINE_bool("list", False, "List models, datasets, augmentations, 
 def summary(obj) -> str:
     """The first sentence of obj's docstring, for --list."""
     paragraph = " ".join((obj.__doc__ or "").strip().split("\n\n")[0].split())
-    first, period, _ = paragraph.partition(". ")
-    return first + period.strip()
+    return re.split(r"(?<=\.) (?=[A-Z])", paragraph, maxsplit=1)[0]  # not at "et al. 2015"
 
 
 def print_listing() -> None:

@@ -1,10 +1,13 @@
 """What recog sets up when it is imported, before the libraries it drives start: a one-line
 answer where they are not installed, recog's XLA flags for CPU runs (into XLA_FLAGS, before JAX
-starts its CPU backend), TensorFlow's settings, and TensorFlow imported without Keras."""
+starts its CPU backend), TensorFlow's settings, and TensorFlow imported on first use, without
+Keras."""
 
 import importlib.metadata
+import importlib.util
 import os
 import sys
+import types
 from pathlib import Path
 
 YNN_FUSIONS = ("LIBRARY_FUSION_TYPE_REDUCE", "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT")
@@ -70,22 +73,53 @@ def cache_root() -> Path:
     return Path(os.environ.get("RECOG_CACHE") or Path.home() / ".cache" / "recog")
 
 
-def import_tensorflow_without_keras() -> None:
-    """Imports TensorFlow, recog's tf.data engine, without the Keras that its `__init__` imports
-    eagerly when installed (and with Keras, scikit-learn): about a third of the import time that
-    every command pays (benchmarks/README.md, "Command latency"). TensorFlow skips that import
-    where Keras is missing; Keras stays importable afterwards, and `tf.keras` loads it on first
-    use."""
-    if "tensorflow" in sys.modules or "keras" in sys.modules:
-        return
-    sys.modules["keras"] = None  # makes `import keras` fail at once
+class _TensorFlowOnFirstUse(types.ModuleType):
+    """The `tensorflow` module until it is first used: `import tensorflow` reads only its
+    `__spec__`, and any other attribute runs TensorFlow's `__init__` in place."""
+
+    def __getattribute__(self, name: str):
+        if name == "__spec__":
+            return super().__getattribute__(name)
+        self.__class__ = types.ModuleType
+        _run_tensorflow_init(self)
+        return getattr(self, name)
+
+
+def _run_tensorflow_init(module: types.ModuleType) -> None:
+    """Without the Keras that TensorFlow's `__init__` imports eagerly when installed (and with
+    Keras, scikit-learn): about a third of its import time (benchmarks/README.md, "Command
+    latency"). TensorFlow skips that import where Keras is missing; Keras stays importable
+    afterwards, and `tf.keras` loads it on first use. tf.data runs on the host, so TensorFlow
+    keeps off any accelerator JAX uses."""
+    keras_blocked = "keras" not in sys.modules
+    if keras_blocked:
+        sys.modules["keras"] = None  # makes `import keras` fail at once
     try:
-        import tensorflow  # noqa: F401
+        module.__spec__.loader.exec_module(module)
     finally:
-        del sys.modules["keras"]
+        if keras_blocked:
+            del sys.modules["keras"]
+    module.config.set_visible_devices([], "GPU")
+
+
+def import_tensorflow_lazily() -> None:
+    """Makes `import tensorflow` free until TensorFlow is first used, so that a command that
+    never touches tf.data (`--list`) does not pay TensorFlow's 3 s import. (importlib's
+    LazyLoader would not do: on Python 3.11 the import statement's own read of `__spec__` loads
+    the module.) Where TensorFlow is already imported, this does nothing."""
+    if "tensorflow" in sys.modules:
+        return
+    # TFDS takes "tensorflow" in sys.modules to mean TensorFlow is loaded, and its own import
+    # builds features that then read tf.dtypes; imported first, it uses TensorFlow only when it
+    # needs it.
+    import tensorflow_datasets  # noqa: F401
+
+    module = importlib.util.module_from_spec(importlib.util.find_spec("tensorflow"))
+    sys.modules["tensorflow"] = module
+    module.__class__ = _TensorFlowOnFirstUse
 
 
 require_installed()
 set_cpu_xla_defaults()
 set_tensorflow_defaults()
-import_tensorflow_without_keras()
+import_tensorflow_lazily()

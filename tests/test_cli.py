@@ -80,3 +80,26 @@ def test_a_plugins_model_is_measured_on_every_listing(cache_file, monkeypatch):
     assert not info.is_shipped("figures_test_model") and info.is_shipped("small_cnn")
     assert info.listing_figures("figures_test_model") == ("0.00M", "0.00")
     assert not cache_file.exists()
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_listing_leaves_tensorflow_unloaded_and_its_first_use_loads_it_as_recog_sets_it():
+    result = run_python(
+        "import sys\n"
+        "from recog import main\n"
+        "main.print_listing()\n"
+        "assert 'tensorflow.python' not in sys.modules, 'the listing loaded TensorFlow'\n"
+        "import tensorflow as tf\n"
+        "assert 'tensorflow.python' not in sys.modules, 'the import statement loaded it'\n"
+        "print(int(tf.reduce_sum(tf.range(4))), tf.config.get_visible_devices('GPU'))\n"
+        "assert 'keras' not in sys.modules\n"
+        "import keras\n"  # blocked only while TensorFlow's __init__ ran
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ResNet-18 v1.5 (He et al. 2015): basic blocks (2, 2, 2, 2)." in result.stdout
+    assert result.stdout.splitlines()[-1] == "6 []"

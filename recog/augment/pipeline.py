@@ -6,6 +6,8 @@ HxWxC image tensor and a stateless seed (int64[2]) to an image. Every random cho
 seed, so a pipeline's output is a pure function of (image, seed): resumed runs see the same data.
 """
 
+from __future__ import annotations
+
 import ast
 from collections.abc import Callable
 
@@ -14,7 +16,7 @@ import tensorflow as tf
 from recog.errors import UserError
 from recog.registry import AUGMENTATIONS
 
-Op = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+Op = Callable[["tf.Tensor", "tf.Tensor"], "tf.Tensor"]
 
 
 def _literal(node: ast.AST, op_text: str):

@@ -2,7 +2,6 @@
 
 import jax
 import ml_collections
-import tensorflow as tf
 from jax.experimental import multihost_utils
 
 from recog.data import catalog, cats, digits, folder  # noqa: F401
@@ -14,9 +13,6 @@ from recog.data.pipeline import (
 )
 from recog.data.sources import TfdsSource
 from recog.errors import UserError
-
-# tf.data runs on the host; keep TensorFlow off any accelerator JAX is using.
-tf.config.set_visible_devices([], "GPU")
 
 # config.data keys the pipeline reads; every other key goes to the dataset's factory.
 PIPELINE_KEYS = (

@@ -6,6 +6,8 @@ the stream. Resuming at step s therefore starts exactly where an uninterrupted r
 no iterator state in the checkpoint.
 """
 
+from __future__ import annotations
+
 import math
 from collections.abc import Callable, Iterator
 
@@ -18,7 +20,6 @@ import tensorflow_datasets as tfds
 from recog import augment, parallel
 from recog.data.sources import TfdsSource
 
-AUTOTUNE = tf.data.AUTOTUNE
 SHUFFLE_BYTES = 1 << 30  # the shuffle buffer's default size: 1 GiB of stored examples
 
 
@@ -118,8 +119,8 @@ def train_batches(
 
     ds = shuffled_epochs(base, num_examples, buffer_size, seed, first_epoch, fill_ahead=not cache)
     ds = ds.skip(offset)
-    ds = ds.map(preprocess, num_parallel_calls=AUTOTUNE)
-    ds = ds.batch(local_batch, drop_remainder=True).prefetch(AUTOTUNE)
+    ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     return ds.with_options(_options()).as_numpy_iterator()
 
 
@@ -157,10 +158,10 @@ def eval_batches(
         return {"image": image, "label": example["label"], "mask": tf.constant(True)}
 
     ds = source.read(host_split(source.resolve_split(split), drop_remainder=False))
-    ds = ds.map(preprocess, AUTOTUNE)
+    ds = ds.map(preprocess, tf.data.AUTOTUNE)
     padding = ds.take(1).map(lambda ex: {**ex, "mask": tf.constant(False)}).repeat()
     ds = ds.concatenate(padding).take(num_batches * local_batch)
-    ds = ds.batch(local_batch, drop_remainder=True).prefetch(AUTOTUNE)
+    ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     return ds.with_options(_options()).as_numpy_iterator()
 
 

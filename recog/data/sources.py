@@ -1,5 +1,7 @@
 """A dataset source: a TFDS builder plus what the trainer needs to know about it."""
 
+from __future__ import annotations
+
 import dataclasses
 
 import tensorflow as tf
