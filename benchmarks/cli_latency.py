@@ -5,7 +5,7 @@
 
 It prints each command's median and fastest wall seconds and its median CPU seconds (user and
 system time of the process and its threads: steadier than wall time where other jobs share the
-cores). `--list` runs with a cache directory of its own (XDG_CACHE_HOME): once with it empty, as
+cores). `--list` runs with a cache directory of its own (RECOG_CACHE): once with it empty, as
 the first listing after installing or changing recog does, then with the figures that run kept.
 predict takes DIR (default: a digits_cnn:quick run that the script trains first, untimed) and one
 test digit. --python times another interpreter or installation (a virtual environment holding
@@ -67,7 +67,7 @@ def measure(args: argparse.Namespace, scratch: Path) -> None:
     image = digit_image(scratch / "digit.png")
 
     listing = [*python, "recog.main", "--list"]
-    cache = {**os.environ, "XDG_CACHE_HOME": str(scratch / "cache")}
+    cache = {**os.environ, "RECOG_CACHE": str(scratch / "cache")}
     report("--list, nothing cached yet", [timed(listing, scratch, cache)])
     report("--list", [timed(listing, scratch, cache) for _ in range(args.repeats)])
     predict = [*python, "recog.predict", f"--workdir={workdir}", str(image)]

@@ -39,13 +39,16 @@ def test_a_config_that_turns_on_a_removed_feature_is_refused(key, value):
         experiments.from_json(json.dumps({**off, key: value}))
 
 
+SIZE = 32  # the photos' side in pixels
+
+
 def write_misleading_photos(folder, per_class: int):
     """Training photos of cats are lit from above and dogs from below, always, and cats are a
     little reddish and dogs bluish in 3 of 4 (colour survives any turn, light does not); in the
     validation photos both cues agree. A recipe that sees only upright photos learns the light,
     the perfect cue, and fails on turned photos; one that sees them turned must learn colour."""
     rng = np.random.default_rng(0)
-    light = np.linspace(0, 150, 64)[:, None, None]
+    light = np.linspace(0, 150, SIZE)[:, None, None]
     for split, count, colour_agrees in (
         ("train", per_class, 0.75),
         ("validation", per_class // 2, 1.0),
@@ -53,7 +56,7 @@ def write_misleading_photos(folder, per_class: int):
         for label, channel, lit in (("cat", 0, light[::-1]), ("dog", 2, light)):
             (folder / split / label).mkdir(parents=True)
             for i in range(count):
-                pixels = rng.uniform(0, 60, (64, 64, 3)) + lit
+                pixels = rng.uniform(0, 60, (SIZE, SIZE, 3)) + lit
                 agrees = i < round(colour_agrees * count)
                 pixels[..., channel if agrees else 2 - channel] += 40
                 image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
@@ -76,10 +79,10 @@ def test_the_robust_recipe_recognises_turned_photos_the_upright_one_does_not(tmp
         common = [
             f"--config.data.dir={photos}",
             f"--config.data.data_dir={tmp_path / 'tfds'}",
-            # The recipe's own augmentations, at the photos' 64 px instead of 96 (half the work).
+            # The recipe's own augmentations, at the photos' 32 px instead of 96.
             "--config.data.train_pipeline="
-            + recipe.train_pipeline.replace("inception_crop(96,", "inception_crop(64,"),
-            "--config.data.eval_pipeline=resize_small(73)|center_crop(64)",
+            + recipe.train_pipeline.replace("inception_crop(96,", f"inception_crop({SIZE},"),
+            f"--config.data.eval_pipeline=resize_small({SIZE + 4})|center_crop({SIZE})",
             "--config.batch_size=32",
             "--config.eval_batch_size=48",
             "--config.num_steps=30",
