@@ -31,15 +31,17 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="reco
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 
 REPO = Path(__file__).resolve().parent.parent
+CATS_DOGS = REPO.parent / "shared" / "data" / "cats_dogs"  # real photos, for tests only
 
 
-# The longest test files first (90-180 s each in one process, 2026-12-03): pytest-xdist hands
-# out files in collection order (--no-loadscope-reorder in pyproject.toml), so the files left to
-# start last are short ones, and the two workers finish at about the same time.
+# The longest test files first (90-240 s each under `pytest -n 2`, 2026-12-07): pytest-xdist
+# hands out files in collection order (--no-loadscope-reorder in pyproject.toml), so the files
+# left to start last are short ones, and the two workers finish at about the same time.
 LONGEST_FILES_FIRST = (
-    "test_pretrained.py",
+    "test_pretrained_finetuning.py",
     "test_views.py",
     "test_flagship.py",
+    "test_pretrained.py",
     "test_faults.py",
     "test_models.py",
     "test_multihost.py",
@@ -94,6 +96,7 @@ SLOW_TESTS = {
     ),
     "test_predict.py": "*",
     "test_pretrained.py": "*",
+    "test_pretrained_finetuning.py": "*",
     "test_recipes.py": "*",
     "test_train.py": "*",
     "test_views.py": ("test_the_robust_recipe_recognises_turned_photos_the_upright_one_does_not",),
