@@ -34,20 +34,31 @@ REPO = Path(__file__).resolve().parent.parent
 CATS_DOGS = REPO.parent / "shared" / "data" / "cats_dogs"  # real photos, for tests only
 
 
-# The longest test files first (90-240 s each under `pytest -n 2`, 2026-12-07): pytest-xdist
-# hands out files in collection order (--no-loadscope-reorder in pyproject.toml), so the files
-# left to start last are short ones, and the two workers finish at about the same time.
+# The test files from longest to shortest (their tests' seconds summed from `python -m pytest -q
+# --durations=60` at 9f48b3a, 2026-12-07: 225 for the first, 20 for the last listed; the rest
+# are shorter): pytest-xdist hands out files in collection order (--no-loadscope-reorder in
+# pyproject.toml), so the files left to start last are short ones, and the two workers finish at
+# about the same time.
 LONGEST_FILES_FIRST = (
     "test_pretrained_finetuning.py",
-    "test_views.py",
     "test_flagship.py",
+    "test_views.py",
     "test_pretrained.py",
     "test_faults.py",
     "test_models.py",
     "test_multihost.py",
     "test_benchmarks.py",
-    "test_exactness.py",
     "test_recipes.py",
+    "test_exactness.py",
+    "test_plugin_walkthrough.py",
+    "test_predict.py",
+    "test_main_job.py",
+    "test_p4m_resnet.py",
+    "test_cats_experiment.py",
+    "test_train.py",
+    "test_binaries.py",
+    "test_install.py",
+    "test_plugins.py",
 )
 
 
