@@ -117,6 +117,8 @@ def run(main: Callable[[list[str]], None]) -> None:
         if jax.distributed.is_initialized():
             raise  # jax.distributed.shutdown at Python's exit tells the other processes
         exit_at_once(e.code)
+    except BrokenPipeError:
+        exit_at_once(1)
 
 
 def exit_at_once(code: int | str | None) -> NoReturn:
@@ -129,8 +131,11 @@ def exit_at_once(code: int | str | None) -> NoReturn:
         code = 1
     jax.effects_barrier()
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # whatever read the output stopped early (`--list | head`)
+        code = 1
     os._exit(code or 0)
 
 

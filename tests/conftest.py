@@ -75,6 +75,7 @@ SLOW_TESTS = {
     "test_benchmarks.py": "*",
     "test_binaries.py": "*",
     "test_cats_experiment.py": ("test_cats_resnet_cpu_trains_on_a_folder",),
+    "test_cli.py": ("test_a_reader_that_stops_early_ends_the_listing_without_a_traceback",),
     "test_exactness.py": "*",
     "test_export.py": "*",
     "test_faults.py": "*",

@@ -104,3 +104,21 @@ def test_listing_leaves_tensorflow_unloaded_and_its_first_use_loads_it_as_recog_
     assert result.returncode == 0, result.stderr
     assert "ResNet-18 v1.5 (He et al. 2015): basic blocks (2, 2, 2, 2)." in result.stdout
     assert result.stdout.splitlines()[-1] == "6 []"
+
+
+def test_a_reader_that_stops_early_ends_the_listing_without_a_traceback():
+    reader, writer = os.pipe()
+    os.close(reader)  # as `python -m recog.main --list | head -1` leaves it, sooner
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "recog.main", "--list"],
+            cwd=REPO,
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(writer)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr
