@@ -114,28 +114,40 @@ def run(main: Callable[[list[str]], None]) -> None:
     try:
         app.run(guarded, flags_parser=_parse_flags)
     except SystemExit as e:
-        if jax.distributed.is_initialized():
-            raise  # jax.distributed.shutdown at Python's exit tells the other processes
-        exit_at_once(e.code)
+        if not _exit_handlers_needed():
+            exit_at_once(e.code)
+        raise
     except BrokenPipeError:
-        exit_at_once(1)
+        if not _exit_handlers_needed():
+            exit_at_once(1)
+        raise
 
 
-def exit_at_once(code: int | str | None) -> NoReturn:
+def _exit_handlers_needed() -> bool:
+    """Whether Python's exit must run: jax.distributed.shutdown tells a multi-process run's other
+    processes, and absl writes --profile_file and --run_with_profiling output from atexit."""
+    profiling = "profile_file" in flags.FLAGS and (
+        flags.FLAGS.profile_file or flags.FLAGS.run_with_profiling
+    )
+    return jax.distributed.is_initialized() or bool(profiling)
+
+
+def exit_at_once(code) -> NoReturn:
     """Ends a binary without Python's interpreter shutdown, in which TensorFlow's teardown alone
     took 1.1-1.4 s of every command that used tf.data (benchmarks/README.md, "Command
-    latency"). The binaries have closed every file they write (checkpoints waited for, metrics
-    and reports closed) before they return, so what is left is flushing the output streams."""
-    if isinstance(code, str):
+    latency"). The binaries write every file as they go (checkpoints waited for, metric lines
+    and reports flushed) before they return, so what is left is flushing the output streams.
+    `code` is SystemExit's: None is 0, any other non-integer is printed and is 1."""
+    if code is not None and not isinstance(code, int):
         sys.stderr.write(f"{code}\n")
         code = 1
     jax.effects_barrier()
     logging.shutdown()
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BrokenPipeError:  # whatever read the output stopped early (`--list | head`)
-        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BrokenPipeError:  # whatever read the output stopped early (`--list | head`)
+            code = 1
     os._exit(code or 0)
 
 

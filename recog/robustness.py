@@ -19,6 +19,9 @@ beside these in the table and the plot (a recipe before and after a change):
     python -m recog.eval --workdir=DIR --robustness --baseline=BASELINE_DIR
 """
 
+from __future__ import annotations
+
+import functools
 import json
 import math
 
@@ -66,7 +69,6 @@ def occlude(images: np.ndarray, fraction: float, anchors: np.ndarray, fill) -> n
     return np.where(inside[..., None], np.asarray(fill, images.dtype), images)
 
 
-@tf.function
 def _rotated(images: tf.Tensor, degrees: tf.Tensor) -> tf.Tensor:
     matrix = geometry.rotation_matrix(images[0], degrees)
     return tf.map_fn(
@@ -74,9 +76,14 @@ def _rotated(images: tf.Tensor, degrees: tf.Tensor) -> tf.Tensor:
     )
 
 
+@functools.cache
+def _compiled_rotated():  # made on first use: a module-level tf.function loads TensorFlow
+    return tf.function(_rotated)
+
+
 def rotate(images: np.ndarray, degrees: float) -> np.ndarray:
     """Rotates every image (N, H, W, C uint8) by `degrees` about its centre."""
-    rotated = _rotated(tf.convert_to_tensor(images), tf.constant(degrees, tf.float32))
+    rotated = _compiled_rotated()(tf.convert_to_tensor(images), tf.constant(degrees, tf.float32))
     return tf.cast(tf.clip_by_value(tf.round(rotated), 0, 255), tf.uint8).numpy()
 
 

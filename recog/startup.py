@@ -3,10 +3,12 @@ answer where they are not installed, recog's XLA flags for CPU runs (into XLA_FL
 starts its CPU backend), TensorFlow's settings, and TensorFlow imported on first use, without
 Keras."""
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import os
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -73,24 +75,37 @@ def cache_root() -> Path:
     return Path(os.environ.get("RECOG_CACHE") or Path.home() / ".cache" / "recog")
 
 
+_FIRST_USE = threading.RLock()  # re-entrant: TensorFlow's __init__ reads its own module
+
+
 class _TensorFlowOnFirstUse(types.ModuleType):
     """The `tensorflow` module until it is first used: `import tensorflow` reads only its
-    `__spec__`, and any other attribute runs TensorFlow's `__init__` in place."""
+    `__spec__`, and any other attribute runs TensorFlow's `__init__` in place, once, while other
+    threads wait for it. The first use must be an attribute (`tf.data`): a first use through a
+    submodule import (`import tensorflow.python...`) works, but runs that submodule twice."""
+
+    _started = False
 
     def __getattribute__(self, name: str):
         if name == "__spec__":
-            return super().__getattribute__(name)
-        self.__class__ = types.ModuleType
-        _run_tensorflow_init(self)
-        return getattr(self, name)
+            return types.ModuleType.__getattribute__(self, name)
+        with _FIRST_USE:
+            if not _TensorFlowOnFirstUse._started:
+                _TensorFlowOnFirstUse._started = True
+                try:
+                    _run_tensorflow_init(self)
+                except BaseException:
+                    del sys.modules["tensorflow"]  # as a failed import leaves it: not imported
+                    raise
+                self.__class__ = types.ModuleType
+        return types.ModuleType.__getattribute__(self, name)
 
 
 def _run_tensorflow_init(module: types.ModuleType) -> None:
     """Without the Keras that TensorFlow's `__init__` imports eagerly when installed (and with
     Keras, scikit-learn): about a third of its import time (benchmarks/README.md, "Command
     latency"). TensorFlow skips that import where Keras is missing; Keras stays importable
-    afterwards, and `tf.keras` loads it on first use. tf.data runs on the host, so TensorFlow
-    keeps off any accelerator JAX uses."""
+    afterwards, and `tf.keras` loads it on first use."""
     keras_blocked = "keras" not in sys.modules
     if keras_blocked:
         sys.modules["keras"] = None  # makes `import keras` fail at once
@@ -99,22 +114,32 @@ def _run_tensorflow_init(module: types.ModuleType) -> None:
     finally:
         if keras_blocked:
             del sys.modules["keras"]
-    module.config.set_visible_devices([], "GPU")
+    _hide_gpus(module)
+
+
+def _hide_gpus(tensorflow: types.ModuleType) -> None:
+    """tf.data runs on the host: TensorFlow keeps off any accelerator JAX uses."""
+    with contextlib.suppress(RuntimeError):  # raised where its devices started before recog
+        tensorflow.config.set_visible_devices([], "GPU")
 
 
 def import_tensorflow_lazily() -> None:
     """Makes `import tensorflow` free until TensorFlow is first used, so that a command that
-    never touches tf.data (`--list`) does not pay TensorFlow's 3 s import. (importlib's
+    never touches tf.data (`--list`) does not pay TensorFlow's 2-3 s import. (importlib's
     LazyLoader would not do: on Python 3.11 the import statement's own read of `__spec__` loads
-    the module.) Where TensorFlow is already imported, this does nothing."""
+    the module.) Where TensorFlow is already imported, only its GPUs are hidden."""
     if "tensorflow" in sys.modules:
+        _hide_gpus(sys.modules["tensorflow"])
         return
     # TFDS takes "tensorflow" in sys.modules to mean TensorFlow is loaded, and its own import
     # builds features that then read tf.dtypes; imported first, it uses TensorFlow only when it
     # needs it.
     import tensorflow_datasets  # noqa: F401
 
-    module = importlib.util.module_from_spec(importlib.util.find_spec("tensorflow"))
+    spec = importlib.util.find_spec("tensorflow")
+    if spec is None:
+        raise ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
+    module = importlib.util.module_from_spec(spec)
     sys.modules["tensorflow"] = module
     module.__class__ = _TensorFlowOnFirstUse
 
