@@ -50,8 +50,7 @@ def check_workdir(workdir: str | os.PathLike, config: ml_collections.ConfigDict)
     """Refuses a work directory whose checkpoints belong to another experiment, model or dataset,
     before anything is written there."""
     workdir = workdir_path(workdir)
-    has_checkpoints = checkpoint_dir(workdir).is_dir() and any(checkpoint_dir(workdir).iterdir())
-    if has_checkpoints and (workdir / CONFIG_FILE).is_file():
+    if has_checkpoints(workdir) and (workdir / CONFIG_FILE).is_file():
         previous = _identity(read_config(workdir))
         current = _identity(config)
         if previous != current:
