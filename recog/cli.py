@@ -25,7 +25,7 @@ _JOIN_TIMEOUT = flags.DEFINE_integer(
     "join_timeout_seconds", 300, "How long to wait for the other processes of the run."
 )
 
-WEIGHTS = ("raw", "ema")  # a run's trained weights, or their moving average (config.ema_decay)
+WEIGHTS = ("raw", "ema")  # inference.STATE_KEYS' choices, without importing Orbax here
 
 
 def workdir_flag(help_text: str = "The training run's work directory."):

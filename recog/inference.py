@@ -19,13 +19,16 @@ import numpy as np
 import tensorflow as tf
 from flax import nnx
 
-from recog import augment, cli, experiments, plugins, pretrained, views
+from recog import augment, experiments, plugins, pretrained, views
 from recog.data import decode
 from recog.errors import UserError
 from recog.train import checkpoint, init_from, workdir_files
 from recog.train.optim import path_name
 from recog.train.step import create_model, normalize
 
+# --weights: a run's trained weights, or their moving average (config.ema_decay), by train-state
+# key. cli.WEIGHTS names the same choices for the flags, which import no Orbax.
+STATE_KEYS = {"raw": "params", "ema": "ema_params"}
 EVAL_SEED = (0, 0)  # the seed every example gets in data.eval_batches
 # Two unrelated sizes: a pipeline that maps both to one shape gives every image that shape.
 PROBE_SIZES = ((97, 131), (311, 203))
@@ -172,8 +175,8 @@ def load(
 ) -> Trained:
     """Reads the run's config, class names and a checkpoint (checkpoint.choose_step) from
     `workdir`; `weights="ema"` takes the moving average of the weights, when the run kept one."""
-    if weights not in cli.WEIGHTS:
-        raise UserError(f"--weights must be one of {', '.join(cli.WEIGHTS)}, not {weights!r}.")
+    if weights not in STATE_KEYS:
+        raise UserError(f"--weights must be one of {', '.join(STATE_KEYS)}, not {weights!r}.")
     config = workdir_files.read_config(workdir)
     plugins.load_all(list(config.get("plugins", [])) + list(extra_plugins or []))
     dataset = workdir_files.read_dataset_info(workdir)
@@ -196,7 +199,7 @@ def load(
     abstract_model.eval()
     graphdef, params, model_state = nnx.split(abstract_model, nnx.Param, ...)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    weights_key = "ema_params" if weights == "ema" else "params"
+    weights_key = STATE_KEYS[weights]
     wanted = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
         {weights_key: params, "model_state": model_state},

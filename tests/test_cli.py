@@ -122,3 +122,9 @@ def test_a_reader_that_stops_early_ends_the_listing_without_a_traceback():
         os.close(writer)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_the_weights_flag_offers_what_inference_loads():
+    from recog import cli, inference
+
+    assert list(cli.WEIGHTS) == list(inference.STATE_KEYS)
