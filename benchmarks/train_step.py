@@ -21,6 +21,10 @@
    `pip install torch==2.13.0`), and the ratio if every op but the convolutions and matmuls
    took no time. The last line printed is `recog/pytorch ratio: X`.
 
+Like recog's binaries, it restarts itself with huge pages for malloc (recog/startup.py), and the
+PyTorch subprocess inherits them: both sides run under the same allocator settings, which it
+prints (GLIBC_TUNABLES; RECOG_HUGE_PAGES=0 measures both without).
+
 Nothing here asserts a time: it prints figures. Every figure is measured in this run, so the
 ratios stay meaningful on a shared, noisy machine.
 """
@@ -41,7 +45,7 @@ import numpy as np
 from absl import flags, logging
 from op_breakdown import breakdown
 
-from recog import cli, data, experiments, parallel, plugins
+from recog import cli, data, experiments, parallel, plugins, startup
 from recog.errors import UserError
 from recog.main import train
 from recog.train.step import build_steps
@@ -337,6 +341,7 @@ def main(argv):
     print(f"recog train step: {model}, {image_size} px, batch {batch_size}, {_DTYPE.value}{frozen}")
     print(f"  {len(devices)} x {devices[0].device_kind} device(s); jax {jax.__version__}")
     print(f"  XLA_FLAGS={os.environ.get('XLA_FLAGS', '')}")
+    print(f"  GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')} (PyTorch's too)")
     peaks = {"float32": matmul_peak(jnp.float32), "bfloat16": matmul_peak(jnp.bfloat16)}
     print(
         f"  matmul peak ({MATMUL_SIZE}^2): float32 {peaks['float32'] / 1e9:,.0f} GFLOP/s, "
@@ -412,4 +417,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    startup.restart_with_huge_pages()
     cli.run(main)

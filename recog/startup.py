@@ -1,18 +1,58 @@
-"""What recog sets up when it is imported, before the libraries it drives start: a one-line
-answer where they are not installed, recog's XLA flags for CPU runs (into XLA_FLAGS, before JAX
-starts its CPU backend), TensorFlow's settings, and TensorFlow imported on first use, without
-Keras."""
+"""What recog sets up when it is imported, before the libraries it drives start: a binary's
+restart with huge pages for malloc, a one-line answer where they are not installed, recog's XLA
+flags for CPU runs (into XLA_FLAGS, before JAX starts its CPU backend), TensorFlow's settings,
+and TensorFlow imported on first use, without Keras."""
 
 import contextlib
 import importlib.metadata
 import importlib.util
 import os
+import platform
 import sys
 import threading
 import types
 from pathlib import Path
 
+HUGE_PAGES = "glibc.malloc.hugetlb=1"
 YNN_FUSIONS = ("LIBRARY_FUSION_TYPE_REDUCE", "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT")
+
+
+def restart_with_huge_pages() -> None:
+    """Restarts this process (same interpreter, same arguments) with glibc's malloc asking Linux
+    for transparent huge pages (GLIBC_TUNABLES=glibc.malloc.hugetlb=1), where Linux gives them
+    only on request (THP mode "madvise"). XLA's CPU runtime takes each step's buffers fresh from
+    malloc, and filling them 4 KiB page by page cost more than the kernels' own work: a 154 MB
+    elementwise op took 52 ms instead of 12, the EfficientNet-Lite0 train step ran at 11.7
+    instead of 15.4-22.4 images/sec (benchmarks/README.md, "Huge pages"). glibc reads its
+    tunables only when a process starts, hence the restart. It does nothing where the user set
+    the tunable, or RECOG_HUGE_PAGES=0, or off Linux and glibc 2.35+."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.hugetlb" in tunables or os.environ.get("RECOG_HUGE_PAGES") == "0":
+        return
+    libc, version = platform.libc_ver()
+    if sys.platform != "linux" or libc != "glibc" or _version(version) < (2, 35):
+        return
+    try:
+        mode = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return
+    if "[madvise]" not in mode:  # "always" needs no asking; "never" gives none
+        return
+    os.environ["GLIBC_TUNABLES"] = f"{tunables}:{HUGE_PAGES}" if tunables else HUGE_PAGES
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".") if part.isdigit())
+
+
+def running_a_binary() -> bool:
+    """Whether this process is `python -m recog.<binary>`, recog being imported while Python
+    looks for the module (when sys.argv[0] is "-m"), not a library import."""
+    if sys.argv[:1] != ["-m"] or "-m" not in sys.orig_argv:
+        return False
+    module = sys.orig_argv[sys.orig_argv.index("-m") + 1 :][:1]
+    return bool(module) and module[0].split(".")[0] == "recog"
 
 
 def not_installed_message() -> str:
@@ -144,6 +184,8 @@ def import_tensorflow_lazily() -> None:
     module.__class__ = _TensorFlowOnFirstUse
 
 
+if running_a_binary():
+    restart_with_huge_pages()
 require_installed()
 set_cpu_xla_defaults()
 set_tensorflow_defaults()

@@ -128,3 +128,86 @@ def test_the_weights_flag_offers_what_inference_loads():
     from recog import cli, inference
 
     assert list(cli.WEIGHTS) == list(inference.STATE_KEYS)
+
+
+def huge_pages_on_request() -> bool:
+    """Whether Linux here gives transparent huge pages only on request, and glibc can ask."""
+    from pathlib import Path
+
+    from recog import startup
+
+    libc, version = startup.platform.libc_ver()
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    return (
+        libc == "glibc"
+        and startup._version(version) >= (2, 35)
+        and thp.exists()
+        and "[madvise]" in thp.read_text()
+    )
+
+
+@pytest.mark.skipif(not huge_pages_on_request(), reason="THP not in madvise mode, or no glibc")
+def test_a_binary_restarts_itself_with_huge_pages_and_its_arguments(tmp_path):
+    seen = tmp_path / "seen.json"
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import json, os, sys\n"
+        f"open({str(seen)!r}, 'w').write(json.dumps("
+        "[os.environ.get('GLIBC_TUNABLES'), sys.orig_argv[1:]]))\n"
+        "os._exit(0)\n"
+    )
+    command = ["-m", "recog.main", f"--plugins={probe}", "--list"]
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "RECOG_HUGE_PAGES")}
+    result = subprocess.run(
+        [sys.executable, *command], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(seen.read_text()) == ["glibc.malloc.hugetlb=1", command]
+
+
+@pytest.mark.parametrize(
+    ("environ", "thp", "restarts"),
+    [
+        ({}, "always [madvise] never", True),
+        ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "always [madvise] never", True),
+        ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "always [madvise] never", False),
+        ({"RECOG_HUGE_PAGES": "0"}, "always [madvise] never", False),
+        ({}, "[always] madvise never", False),
+        ({}, "always madvise [never]", False),
+    ],
+)
+def test_the_huge_pages_restart_keeps_what_the_user_set(monkeypatch, environ, thp, restarts):
+    from recog import startup
+
+    for name in ("GLIBC_TUNABLES", "RECOG_HUGE_PAGES"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(startup.platform, "libc_ver", lambda: ("glibc", "2.36"))
+    monkeypatch.setattr(startup.sys, "platform", "linux")
+    monkeypatch.setattr(startup.Path, "read_text", lambda self: thp)
+    calls = []
+    monkeypatch.setattr(startup.os, "execv", lambda *args: calls.append(args))
+    startup.restart_with_huge_pages()
+    assert bool(calls) == restarts
+    if restarts:
+        assert calls == [(sys.executable, [sys.executable, *sys.orig_argv[1:]])]
+        tunables = os.environ["GLIBC_TUNABLES"].split(":")
+        assert tunables[-1] == "glibc.malloc.hugetlb=1"
+        assert tunables[:-1] == ([environ["GLIBC_TUNABLES"]] if "GLIBC_TUNABLES" in environ else [])
+
+
+def test_only_a_recog_binary_restarts(monkeypatch):
+    from recog import startup
+
+    cases = [
+        (["-m"], [sys.executable, "-m", "recog.main", "--list"], True),
+        (["-m"], [sys.executable, "-X", "importtime", "-m", "recog.eval"], True),
+        (["-m"], [sys.executable, "-m", "other_tool", "recog"], False),
+        (["train.py"], [sys.executable, "train.py", "-m", "recog.main"], False),
+        (["-c"], [sys.executable, "-c", "import recog"], False),
+    ]
+    for argv, orig_argv, expected in cases:
+        monkeypatch.setattr(startup.sys, "argv", argv)
+        monkeypatch.setattr(startup.sys, "orig_argv", orig_argv)
+        assert startup.running_a_binary() == expected, orig_argv
