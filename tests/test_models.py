@@ -225,6 +225,55 @@ def tiny_plugin_net(num_classes, *, in_channels, rngs, widths=(16,), dtype="floa
 
 
 @pytest.mark.parametrize(
+    ("batch", "size", "kernel", "strides", "padding"),
+    [
+        (3, 7, (3, 3), (1, 1), ((1, 1), (1, 1))),
+        (2, 9, (5, 5), (2, 2), ((1, 2), (1, 2))),
+        (1, 8, (1, 1), (2, 2), ((0, 0), (0, 0))),
+        (3, 10, (3, 5), (3, 2), ((2, 1), (0, 3))),
+        (2, 5, (3, 3), (2, 2), ((0, 0), (2, 0))),
+    ],
+)
+def test_depthwise_conv_equals_xla_grouped_conv(batch, size, kernel, strides, padding):
+    """recog's depthwise kernel (tap sums forward, written-out gradients backward) against XLA's
+    grouped convolution: values, both gradients, each gradient alone (the other argument's
+    tangent a symbolic zero), and forward mode; odd batches, strides above the kernel's
+    size, asymmetric padding."""
+    images = jax.random.normal(jax.random.key(1), (batch, size, size, 6))
+    weights = jax.random.normal(jax.random.key(2), (*kernel, 1, 6))
+
+    def ours(x, w):
+        return cpu_kernels.depthwise_conv(x, w, strides, padding)
+
+    def xla(x, w):
+        return lax.conv_general_dilated(
+            x,
+            w,
+            strides,
+            padding,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=6,
+        )
+
+    np.testing.assert_allclose(ours(images, weights), xla(images, weights), rtol=1e-5, atol=1e-5)
+    for argnums in ((0, 1), 0, 1):
+        got, want = (
+            jax.jit(jax.grad(lambda x, w, conv=conv: (conv(x, w) ** 2).sum(), argnums))(
+                images, weights
+            )
+            for conv in (ours, xla)
+        )
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-4)
+    tangents = (jnp.cos(images), jnp.sin(weights))
+    np.testing.assert_allclose(
+        jax.jvp(ours, (images, weights), tangents)[1],
+        jax.jvp(xla, (images, weights), tangents)[1],
+        atol=1e-4,
+    )
+
+
+@pytest.mark.parametrize(
     ("size", "kernel", "stride"),
     [
         (2, 3, 1),

@@ -13,7 +13,7 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.custom_derivatives import SymbolicZero
+from jax.custom_derivatives import SymbolicZero, linear_call
 
 Shape2 = tuple[int, int]
 Padding2 = tuple[tuple[int, int], tuple[int, int]]
@@ -78,20 +78,38 @@ def depthwise_conv(lhs, rhs, window_strides, padding):
 
 
 def _depthwise_conv_jvp(window_strides, padding, primals, tangents):
-    """The kernel's tangent goes through `_tap_sum_by_rows`, so that its transpose, the weight
-    gradient, reduces two output rows at a time from an input block that stays in cache, instead
-    of writing out each tap's shifted input for one large reduction (the whole Lite0 train step
-    7.2 -> 11.0 images/sec; benchmarks/README.md). A frozen input or kernel has a symbolic zero
-    tangent, and its term is left out rather than computed with zeros."""
+    """Each tangent term is a `linear_call` whose transpose, the gradient, is written out rather
+    than left to JAX: the input gradient as tap sums over the output gradient (one per stride
+    phase), the weight gradient as one reduction over a few images at a time. JAX's own
+    transposes wrote each tap's shifted input or gradient out before summing. Lite0's depthwise
+    layers at batch 32 in all, 2 AVX-512 cores: input gradients 276 -> 87 ms, weight gradients
+    585 -> 222 ms (`python benchmarks/depthwise.py`, 2026-12-07; XLA's grouped convolution:
+    7,186 and 2,974 ms). A frozen input or kernel has a symbolic zero tangent, and its term is
+    left out."""
     (lhs, rhs), (lhs_tangent, rhs_tangent) = primals, tangents
-    pad = functools.partial(jnp.pad, pad_width=((0, 0), *padding, (0, 0)))
-    padded = pad(lhs)
+    padded = jnp.pad(lhs, ((0, 0), *padding, (0, 0)))
     out = _tap_sum(padded, rhs, window_strides)
     terms = []
     if not isinstance(lhs_tangent, SymbolicZero):
-        terms.append(_tap_sum(pad(lhs_tangent), rhs, window_strides))
+        terms.append(
+            linear_call(
+                lambda rhs, t: _tap_sum(
+                    jnp.pad(t, ((0, 0), *padding, (0, 0))), rhs, window_strides
+                ),
+                lambda rhs, g: _input_gradient(rhs, g, lhs.shape, window_strides, padding),
+                rhs,
+                lhs_tangent,
+            )
+        )
     if not isinstance(rhs_tangent, SymbolicZero):
-        terms.append(_tap_sum_by_rows(padded, rhs_tangent, window_strides, out.shape[1]))
+        terms.append(
+            linear_call(
+                lambda padded, t: _tap_sum(padded, t, window_strides),
+                lambda padded, g: _weight_gradient(padded, g, rhs.shape, rhs.dtype, window_strides),
+                padded,
+                rhs_tangent,
+            )
+        )
     return out, sum(terms) if terms else jnp.zeros_like(out)
 
 
@@ -104,29 +122,85 @@ def _tap_sum(padded, rhs, window_strides):
     return sum(tap * kernel[index] for index, tap in enumerate(tapped))
 
 
-# Forward and backward of three of Lite0's depthwise layers at batch 32 (ms, jitted jax.grad,
-# median of 5, 2 AVX-512 cores, 2026-12-07): 2 rows 218 / 138 / 113, 4 rows 255 / 191 / 135,
-# 8 rows 311 / 167 / 189.
-DEPTHWISE_ROWS_PER_BLOCK = 2
+def _input_gradient(rhs, out_grad, lhs_shape, window_strides, padding):
+    """The gradient of the input: with stride s, input row s * m + e - pad gathers output rows
+    m - q through kernel row s * q + e, so each of the s x s phases (e_h, e_w) is a stride-1
+    tap sum over the output gradient with the phase's taps of the kernel, flipped; the phases
+    are then interleaved."""
+    (sh, sw), (kh, kw) = window_strides, rhs.shape[:2]
+    (low_h, _), (low_w, _) = padding
+    height, width = lhs_shape[1:3]
+    rows, cols = -(-(low_h + height) // sh), -(-(low_w + width) // sw)  # per phase
+    taps_h, taps_w = -(-kh // sh), -(-kw // sw)  # at most, per phase
+    grad_rows, grad_cols = out_grad.shape[1:3]
+    padded = jnp.pad(
+        out_grad,
+        (
+            (0, 0),
+            (taps_h - 1, max(rows - grad_rows, 0)),
+            (taps_w - 1, max(cols - grad_cols, 0)),
+            (0, 0),
+        ),
+    )
+    phases = []
+    for e_h in range(sh):
+        for e_w in range(sw):
+            kernel = rhs[e_h::sh, e_w::sw][::-1, ::-1]
+            if kernel.size == 0:
+                phases.append(
+                    jnp.zeros((out_grad.shape[0], rows, cols, rhs.shape[-1]), padded.dtype)
+                )
+                continue
+            start_h, start_w = taps_h - kernel.shape[0], taps_w - kernel.shape[1]
+            window = padded[
+                :,
+                start_h : start_h + rows + kernel.shape[0] - 1,
+                start_w : start_w + cols + kernel.shape[1] - 1,
+            ]
+            phases.append(_tap_sum(window, kernel, (1, 1)))
+    interleaved = jnp.stack(phases, axis=3)  # (N, rows, cols, sh * sw, C)
+    interleaved = interleaved.reshape(out_grad.shape[0], rows, cols, sh, sw, -1)
+    interleaved = jnp.moveaxis(interleaved, 3, 2).reshape(
+        out_grad.shape[0], rows * sh, cols * sw, -1
+    )
+    return interleaved[:, low_h : low_h + height, low_w : low_w + width]
 
 
-def _tap_sum_by_rows(padded, rhs, window_strides, out_rows):
-    """`_tap_sum` computed DEPTHWISE_ROWS_PER_BLOCK output rows at a time, in a scan whose body
-    is recomputed rather than saved (jax.checkpoint), so that its residual is `padded` alone."""
-    rows, stride, height = DEPTHWISE_ROWS_PER_BLOCK, window_strides[0], rhs.shape[0]
-    blocks = -(-out_rows // rows)
-    block_height = (rows - 1) * stride + height
-    missing = (blocks - 1) * rows * stride + block_height - padded.shape[1]
-    padded = jnp.pad(padded, ((0, 0), (0, max(missing, 0)), (0, 0), (0, 0)))
+# Lite0's depthwise weight gradients at batch 32 in all (ms, jitted, median of 5, 2 AVX-512
+# cores, 2026-12-07): 1 image at a time 349, 2 236, 4 271, 8 301.
+DEPTHWISE_IMAGES_PER_BLOCK = 2
 
-    @functools.partial(jax.checkpoint, prevent_cse=False)
-    def block(rhs, first_row):
-        block_input = lax.dynamic_slice_in_dim(padded, first_row, block_height, axis=1)
-        return _tap_sum(block_input, rhs, window_strides)
 
-    _, out = lax.scan(lambda _, b: (None, block(rhs, b * rows * stride)), None, jnp.arange(blocks))
-    out = jnp.moveaxis(out, 0, 1)  # (N, blocks, rows, out_w, C)
-    return out.reshape(out.shape[0], -1, *out.shape[3:])[:, :out_rows]
+def _weight_gradient(padded, out_grad, kernel_shape, kernel_dtype, window_strides):
+    """The gradient of the kernel: every tap's sum of its shifted input times the output
+    gradient, in one reduction over DEPTHWISE_IMAGES_PER_BLOCK images at a time (a scan), whose
+    blocks stay in cache while the reduction reads them once for all the taps. Sums are float32
+    whatever the compute dtype."""
+    per_block = DEPTHWISE_IMAGES_PER_BLOCK
+    missing = -padded.shape[0] % per_block
+    if missing:  # zero images add nothing
+        padded, out_grad = (
+            jnp.pad(a, ((0, missing), (0, 0), (0, 0), (0, 0))) for a in (padded, out_grad)
+        )
+
+    def add_block(total, block):
+        block_input, block_grad = block
+        products = [
+            tap.astype(jnp.float32) * block_grad.astype(jnp.float32)
+            for tap in taps(block_input, kernel_shape[:2], window_strides)
+        ]
+        sums = lax.reduce(
+            products,
+            [jnp.float32(0)] * len(products),
+            lambda a, b: tuple(x + y for x, y in zip(a, b, strict=True)),
+            (0, 1, 2),
+        )
+        return total + jnp.stack(sums), None
+
+    blocks = (a.reshape(-1, per_block, *a.shape[1:]) for a in (padded, out_grad))
+    zeros = jnp.zeros((kernel_shape[0] * kernel_shape[1], kernel_shape[-1]), jnp.float32)
+    total, _ = lax.scan(add_block, zeros, tuple(blocks))
+    return total.reshape(kernel_shape).astype(kernel_dtype)
 
 
 def materialized(x: jnp.ndarray) -> jnp.ndarray:
