@@ -23,9 +23,9 @@ def restart_with_huge_pages() -> None:
     only on request (THP mode "madvise"). XLA's CPU runtime takes each step's buffers fresh from
     malloc, and filling them 4 KiB page by page cost more than the kernels' own work: a 154 MB
     elementwise op took 52 ms instead of 12, the EfficientNet-Lite0 train step ran at 11.7
-    instead of 15.4-22.4 images/sec (benchmarks/README.md, "Huge pages"). glibc reads its
-    tunables only when a process starts, hence the restart. It does nothing where the user set
-    the tunable, or RECOG_HUGE_PAGES=0, or off Linux and glibc 2.35+."""
+    instead of 15.4-22.4 images/sec (benchmarks/README.md, "Huge pages for malloc"). glibc
+    reads its tunables only when a process starts, hence the restart. It does nothing where the
+    user set the tunable, or RECOG_HUGE_PAGES=0, or off Linux, or without glibc 2.35+."""
     tunables = os.environ.get("GLIBC_TUNABLES", "")
     if "glibc.malloc.hugetlb" in tunables or os.environ.get("RECOG_HUGE_PAGES") == "0":
         return
@@ -47,12 +47,13 @@ def _version(text: str) -> tuple[int, ...]:
 
 
 def running_a_binary() -> bool:
-    """Whether this process is `python -m recog.<binary>`, recog being imported while Python
-    looks for the module (when sys.argv[0] is "-m"), not a library import."""
-    if sys.argv[:1] != ["-m"] or "-m" not in sys.orig_argv:
-        return False
-    module = sys.orig_argv[sys.orig_argv.index("-m") + 1 :][:1]
-    return bool(module) and module[0].split(".")[0] == "recog"
+    """Whether this process is a recog binary, not a library import: `python -m recog.<binary>`
+    (recog is imported while Python looks for the module, when sys.argv[0] is "-m") or one of
+    its console scripts (`recog-train`, `recog-eval`, ...)."""
+    if sys.argv[:1] == ["-m"] and "-m" in sys.orig_argv:
+        module = sys.orig_argv[sys.orig_argv.index("-m") + 1 :][:1]
+        return bool(module) and module[0].split(".")[0] == "recog"
+    return bool(sys.argv) and Path(sys.argv[0]).name.startswith("recog-")
 
 
 def not_installed_message() -> str:

@@ -206,6 +206,8 @@ def test_only_a_recog_binary_restarts(monkeypatch):
         (["-m"], [sys.executable, "-m", "other_tool", "recog"], False),
         (["train.py"], [sys.executable, "train.py", "-m", "recog.main"], False),
         (["-c"], [sys.executable, "-c", "import recog"], False),
+        (["/venv/bin/recog-train"], [sys.executable, "/venv/bin/recog-train", "--list"], True),
+        ([""], [sys.executable], False),
     ]
     for argv, orig_argv, expected in cases:
         monkeypatch.setattr(startup.sys, "argv", argv)
