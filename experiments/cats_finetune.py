@@ -27,10 +27,10 @@ hidden cats stay cats. AdamW at 2e-4 for the body and 2e-3 for the new classifie
 after a 10-step warm-up, label smoothing 0.1. The stem and the first three stages (blocks 0-5, at
 112 to 28 px) are frozen: their backward pass is most of a step's cost on a CPU. Measured on
 ../shared/data/cats_dogs (train/ 2,000 photos, validation/ 1,000) with the first two commands
-above (PATH=../shared/data/cats_dogs) at commit 697d3e2 with --config.epochs=5 (this default
-since), on 2 AMD EPYC cores with AVX-512 BF16, 2026-12-07 (the curve and the attempts:
-docs/finetuning.md): 0.989 upright, 0.959 with 30% hidden, 0.957 to 0.989 at every rotation from
-0 to 180 degrees, 8.4 minutes from the command's start to its last evaluation.
+above (PATH=../shared/data/cats_dogs) at commit 11982d4, on 2 AMD EPYC cores with AVX-512 BF16,
+2026-12-07 (the curve and the attempts: docs/finetuning.md): 0.989 upright, 0.956 with 30%
+hidden, 0.956 to 0.989 at every rotation from 0 to 180 degrees, 5.7 minutes from the command's
+start to its last evaluation.
 
 Variant `resnet50`: torchvision's ImageNet ResNet-50 (`resnet50:imagenet`, downloaded once into
 ~/.cache/recog; offline, the error says where to put the file), 3 epochs of the TFDS data at
