@@ -3,11 +3,11 @@ depthwise layers at 224 px (batch --batch_size), timed alone as jitted JAX progr
 pass, the input gradient and the weight gradient, of recog's CPU kernel
 (recog/models/cpu_kernels.depthwise_conv) and of XLA's grouped convolution in the same run.
 
-    python benchmarks/depthwise.py [--batch_size=32] [--repeats=5]
+    python benchmarks/depthwise.py [--batch_size=32] [--repeats=5] [--images_per_block=2] [--noxla]
 
 Median of --repeats calls after two warm-up calls, in milliseconds; the totals count each layer
-as often as Lite0 has it. It restarts itself with huge pages for malloc, as recog's binaries do
-(recog/startup.py). Nothing here asserts a time: it prints figures.
+as often as Lite0 has it. It restarts itself with huge pages for malloc, as recog's training
+binary does (recog/startup.py). Nothing here asserts a time: it prints figures.
 """
 
 import functools
@@ -20,26 +20,33 @@ from absl import app, flags
 from jax import lax
 
 from recog import startup
-from recog.models import cpu_kernels
+from recog.models import cpu_kernels, efficientnet_lite
 
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Images per call.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per figure.")
 
-# Lite0's depthwise layers at 224 px: (input side, channels, kernel size, stride, how many).
-LAYERS = (
-    (112, 32, 3, 1, 1),
-    (112, 96, 3, 2, 1),
-    (56, 144, 3, 1, 1),
-    (56, 144, 5, 2, 1),
-    (28, 240, 5, 1, 1),
-    (28, 240, 3, 2, 1),
-    (14, 480, 3, 1, 2),
-    (14, 480, 5, 1, 1),
-    (14, 672, 5, 1, 2),
-    (14, 672, 5, 2, 1),
-    (7, 1152, 5, 1, 3),
-    (7, 1152, 3, 1, 1),
+_IMAGES_PER_BLOCK = flags.DEFINE_integer(
+    "images_per_block", cpu_kernels.DEPTHWISE_IMAGES_PER_BLOCK, "The weight gradient's block."
 )
+_XLA = flags.DEFINE_bool("xla", True, "Also time XLA's grouped convolution (slow: minutes).")
+
+
+def lite0_layers(image_size: int = 224) -> list[tuple[int, int, int, int, int]]:
+    """Lite0's depthwise layers, from its stage table: (input side, channels, kernel size,
+    stride, how many), in order, repeats merged."""
+    side, channels, layers = image_size // 2, efficientnet_lite.STEM_CHANNELS, []
+    for repeats, kernel, first_stride, expand, out_channels in efficientnet_lite.STAGES:
+        for index in range(repeats):
+            stride = first_stride if index == 0 else 1
+            layer = (side, channels * expand, kernel, stride)
+            if layers and layers[-1][:4] == layer:
+                layers[-1] = (*layer, layers[-1][4] + 1)
+            else:
+                layers.append((*layer, 1))
+            side, channels = -(-side // stride), out_channels
+    return layers
+
+
 PARTS = ("forward", "input gradient", "weight gradient")
 
 
@@ -80,13 +87,21 @@ def milliseconds(program, args) -> float:
     return 1000 * float(np.median(times))
 
 
+def cell(figures: dict, part: str) -> str:
+    xla = f"{figures['xla', part]:>7.1f}" if ("xla", part) in figures else f"{'-':>7}"
+    return f"{figures['recog', part]:>12.1f} / {xla}"
+
+
 def main(argv):
     del argv
-    kernels = {"recog": cpu_kernels.depthwise_conv, "xla": stock}
+    cpu_kernels.DEPTHWISE_IMAGES_PER_BLOCK = _IMAGES_PER_BLOCK.value
+    kernels = {"recog": cpu_kernels.depthwise_conv}
+    if _XLA.value:
+        kernels["xla"] = stock
     totals = {(name, part): 0.0 for name in kernels for part in PARTS}
     print(f"batch {_BATCH_SIZE.value}, ms (recog / XLA's grouped convolution):")
     print(f"{'layer':>26}" + "".join(f"{part:>22}" for part in PARTS))
-    for side, channels, kernel, stride, count in LAYERS:
+    for side, channels, kernel, stride, count in lite0_layers():
         keys = jax.random.split(jax.random.key(0), 3)
         x = jax.random.normal(keys[0], (_BATCH_SIZE.value, side, side, channels))
         w = jax.random.normal(keys[1], (kernel, kernel, 1, channels))
@@ -100,9 +115,9 @@ def main(argv):
             for part, (program, args) in zip(PARTS, programs(conv, x, w, out_grad), strict=True):
                 figures[name, part] = milliseconds(program, args)
                 totals[name, part] += count * figures[name, part]
-        cells = "".join(f"{figures['recog', p]:>12.1f} / {figures['xla', p]:>7.1f}" for p in PARTS)
+        cells = "".join(cell(figures, p) for p in PARTS)
         print(f"{row:>26}{cells}")
-    cells = "".join(f"{totals['recog', p]:>12.1f} / {totals['xla', p]:>7.1f}" for p in PARTS)
+    cells = "".join(cell(totals, p) for p in PARTS)
     print(f"{'Lite0 in all':>26}{cells}")
 
 

@@ -166,8 +166,8 @@ def _input_gradient(rhs, out_grad, lhs_shape, window_strides, padding):
     return interleaved[:, low_h : low_h + height, low_w : low_w + width]
 
 
-# Lite0's depthwise weight gradients at batch 32 in all (ms, jitted, median of 5, 2 AVX-512
-# cores, 2026-12-07): 1 image at a time 349, 2 236, 4 271, 8 301.
+# Lite0's depthwise weight gradients at batch 32 in all, 2 AVX-512 cores, 2026-12-07 (`python
+# benchmarks/depthwise.py --noxla --images_per_block=N`, ms): 1 image 237, 2 202, 4 238, 8 262.
 DEPTHWISE_IMAGES_PER_BLOCK = 2
 
 
