@@ -21,9 +21,9 @@
    `pip install torch==2.13.0`), and the ratio if every op but the convolutions and matmuls
    took no time. The last line printed is `recog/pytorch ratio: X`.
 
-Like recog's binaries, it restarts itself with huge pages for malloc (recog/startup.py), and the
-PyTorch subprocess inherits them: both sides run under the same allocator settings, which it
-prints (GLIBC_TUNABLES; RECOG_HUGE_PAGES=0 measures both without).
+Like recog's training binary, it restarts itself with huge pages for malloc (recog/startup.py),
+and the PyTorch subprocess inherits them: both sides run under the same allocator settings,
+which it prints (GLIBC_TUNABLES; RECOG_HUGE_PAGES=0 measures both without).
 
 Nothing here asserts a time: it prints figures. Every figure is measured in this run, so the
 ratios stay meaningful on a shared, noisy machine.

@@ -1,7 +1,7 @@
-"""What recog sets up when it is imported, before the libraries it drives start: a binary's
-restart with huge pages for malloc, a one-line answer where they are not installed, recog's XLA
-flags for CPU runs (into XLA_FLAGS, before JAX starts its CPU backend), TensorFlow's settings,
-and TensorFlow imported on first use, without Keras."""
+"""What recog sets up when it is imported, before the libraries it drives start: the training
+and evaluation binaries' restart with huge pages for malloc, a one-line answer where they are
+not installed, recog's XLA flags for CPU runs (into XLA_FLAGS, before JAX starts its CPU
+backend), TensorFlow's settings, and TensorFlow imported on first use, without Keras."""
 
 import contextlib
 import importlib.metadata
@@ -46,14 +46,20 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(".") if part.isdigit())
 
 
-def running_a_binary() -> bool:
-    """Whether this process is a recog binary, not a library import: `python -m recog.<binary>`
-    (recog is imported while Python looks for the module, when sys.argv[0] is "-m") or one of
-    its console scripts (`recog-train`, `recog-eval`, ...)."""
+# Huge pages doubled the train step and cost the quick commands: a one-image predict took 5.61
+# instead of 5.25 s, a first --list 29.2 instead of 26.6 (benchmarks/README.md, "Huge pages for
+# malloc"). So only the binaries that train and evaluate restart.
+COMPUTING_BINARIES = ("recog.main", "recog.eval", "recog-train", "recog-eval")
+
+
+def running_a_computing_binary() -> bool:
+    """Whether this process is a recog binary that trains or evaluates, not a library import:
+    `python -m recog.main` or `recog.eval` (recog is imported while Python looks for the
+    module, when sys.argv[0] is "-m"), or their console scripts `recog-train`, `recog-eval`."""
     if sys.argv[:1] == ["-m"] and "-m" in sys.orig_argv:
-        module = sys.orig_argv[sys.orig_argv.index("-m") + 1 :][:1]
-        return bool(module) and module[0].split(".")[0] == "recog"
-    return bool(sys.argv) and Path(sys.argv[0]).name.startswith("recog-")
+        following = sys.orig_argv[sys.orig_argv.index("-m") + 1 :]
+        return bool(following) and following[0] in COMPUTING_BINARIES
+    return bool(sys.argv) and Path(sys.argv[0]).name in COMPUTING_BINARIES
 
 
 def not_installed_message() -> str:
@@ -185,7 +191,7 @@ def import_tensorflow_lazily() -> None:
     module.__class__ = _TensorFlowOnFirstUse
 
 
-if running_a_binary():
+if running_a_computing_binary():
     restart_with_huge_pages()
 require_installed()
 set_cpu_xla_defaults()

@@ -197,19 +197,21 @@ def test_the_huge_pages_restart_keeps_what_the_user_set(monkeypatch, environ, th
         assert tunables[:-1] == ([environ["GLIBC_TUNABLES"]] if "GLIBC_TUNABLES" in environ else [])
 
 
-def test_only_a_recog_binary_restarts(monkeypatch):
+def test_only_recogs_training_and_evaluation_binaries_restart(monkeypatch):
     from recog import startup
 
     cases = [
         (["-m"], [sys.executable, "-m", "recog.main", "--list"], True),
         (["-m"], [sys.executable, "-X", "importtime", "-m", "recog.eval"], True),
+        (["-m"], [sys.executable, "-m", "recog.predict", "photo.jpg"], False),
         (["-m"], [sys.executable, "-m", "other_tool", "recog"], False),
         (["train.py"], [sys.executable, "train.py", "-m", "recog.main"], False),
         (["-c"], [sys.executable, "-c", "import recog"], False),
         (["/venv/bin/recog-train"], [sys.executable, "/venv/bin/recog-train", "--list"], True),
+        (["/venv/bin/recog-export"], [sys.executable, "/venv/bin/recog-export"], False),
         ([""], [sys.executable], False),
     ]
     for argv, orig_argv, expected in cases:
         monkeypatch.setattr(startup.sys, "argv", argv)
         monkeypatch.setattr(startup.sys, "orig_argv", orig_argv)
-        assert startup.running_a_binary() == expected, orig_argv
+        assert startup.running_a_computing_binary() == expected, orig_argv
